@@ -1,0 +1,80 @@
+"""The interfaces every backend implements, chosen by configuration like Django's email backends.
+
+`sandbox` implements them in memory for tests and the demo; `stripe`, `sendgrid` and
+`twilio` implement them against the real providers.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+
+
+class Contact(BaseModel):
+    """Contact details, looked up at send time and never stored in workflow history."""
+
+    customer_id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str = "en"
+
+
+class PaymentsBackend(Protocol):
+    async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
+        """Pay the open invoice off-session with the request's idempotency key.
+
+        Declines are returned as results. Provider outages raise `ProviderUnavailable`
+        (retried by Temporal); misconfiguration raises `ProviderRejected` (not retried).
+        """
+
+    async def invoice_is_open(self, invoice_id: str) -> bool:
+        """True while the invoice still needs paying (re-checked before every message)."""
+
+    async def suspend_access(self, request: AccessRequest) -> None: ...
+
+    async def restore_access(self, request: AccessRequest) -> None: ...
+
+    async def cancel_subscription(self, request: AccessRequest) -> None: ...
+
+    async def get_customer(self, customer_id: str) -> CustomerProfile: ...
+
+    async def get_contact(self, customer_id: str) -> Contact: ...
+
+    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
+        """A one-click link where the customer updates the card (or pays the invoice)."""
+
+
+class EmailBackend(Protocol):
+    async def send_email(
+        self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
+    ) -> str:
+        """Send one email; returns the provider's message id."""
+
+
+class SmsBackend(Protocol):
+    async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
+        """Send one SMS; returns the provider's message id."""
+
+
+class ConsentStore(Protocol):
+    """Lasting SMS opt-outs, across cases and restarts."""
+
+    async def sms_opted_out(self, customer_id: str) -> bool: ...
+
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool) -> None: ...
+
+
+class ProviderUnavailable(Exception):
+    """A provider outage (5xx, 429, timeout): Temporal retries it; never counted as an attempt."""
+
+
+class ProviderRejected(Exception):
+    """The provider refused the request for good (bad key, invalid request): not retried."""
+
+
+class RecipientUnreachable(Exception):
+    """This channel cannot reach the customer (opted out, bad number, bounced): final for it."""

@@ -1,0 +1,144 @@
+"""The case's activities, as classes with their backends injected.
+
+Tests and the demo swap the backend (sandbox, Stripe, SendGrid, Twilio), never the
+activity, so what runs in tests is exactly what runs in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.backends import (
+    ConsentStore,
+    EmailBackend,
+    PaymentsBackend,
+    ProviderRejected,
+    ProviderUnavailable,
+    RecipientUnreachable,
+    SmsBackend,
+)
+from activities.messages import render_message
+from dunning.models import (
+    AccessRequest,
+    ChargeRequest,
+    ChargeResult,
+    Channel,
+    CustomerProfile,
+    NotificationRequest,
+    NotificationResult,
+)
+
+
+@contextmanager
+def provider_errors() -> Iterator[None]:
+    """Outages stay retryable; rejections stop retrying and show their reason in the case."""
+    try:
+        yield
+    except ProviderRejected as exc:
+        raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
+    except ProviderUnavailable as exc:
+        raise ApplicationError(str(exc), type="ProviderUnavailable") from exc
+
+
+class PaymentActivities:
+    def __init__(self, payments: PaymentsBackend) -> None:
+        self.payments = payments
+
+    @activity.defn(name="charge_invoice")
+    async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
+        with provider_errors():
+            return await self.payments.charge_invoice(request)
+
+    @activity.defn(name="suspend_access")
+    async def suspend_access(self, request: AccessRequest) -> None:
+        with provider_errors():
+            await self.payments.suspend_access(request)
+
+    @activity.defn(name="restore_access")
+    async def restore_access(self, request: AccessRequest) -> None:
+        with provider_errors():
+            await self.payments.restore_access(request)
+
+    @activity.defn(name="cancel_subscription")
+    async def cancel_subscription(self, request: AccessRequest) -> None:
+        with provider_errors():
+            await self.payments.cancel_subscription(request)
+
+    @activity.defn(name="get_customer")
+    async def get_customer(self, customer_id: str) -> CustomerProfile:
+        with provider_errors():
+            return await self.payments.get_customer(customer_id)
+
+
+class NotificationActivities:
+    def __init__(
+        self,
+        payments: PaymentsBackend,
+        email: EmailBackend,
+        sms: SmsBackend,
+        consent: ConsentStore,
+    ) -> None:
+        self.payments = payments
+        self.email = email
+        self.sms = sms
+        self.consent = consent
+
+    @activity.defn(name="send_notification")
+    async def send_notification(self, request: NotificationRequest) -> NotificationResult:
+        with provider_errors():
+            return await self._send(request)
+
+    async def _send(self, request: NotificationRequest) -> NotificationResult:
+        channel = request.channel
+        if request.check_invoices_open and request.invoice_ids:
+            open_invoices = [i for i in request.invoice_ids if await self.payments.invoice_is_open(i)]
+            if not open_invoices:
+                return NotificationResult(channel=channel, status="skipped", reason="invoice already paid")
+        if channel is Channel.IN_APP:
+            # The banner lives in the case itself and is served by the API from the `status` query.
+            return NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
+        contact = await self.payments.get_contact(request.customer_id)
+        if channel is Channel.SMS:
+            if not contact.phone:
+                return NotificationResult(
+                    channel=channel, status="skipped", reason="no phone number", fallback_channel=Channel.EMAIL
+                )
+            if await self.consent.sms_opted_out(request.customer_id):
+                return NotificationResult(
+                    channel=channel, status="skipped", reason="customer opted out of SMS",
+                    fallback_channel=Channel.EMAIL,
+                )
+        elif not contact.email:
+            return NotificationResult(channel=channel, status="skipped", reason="no email address")
+        link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+        message = render_message(
+            request.template,
+            channel,
+            {**request.context, "customer_name": contact.name, "update_url": link},
+            locale=contact.locale,
+        )
+        try:
+            if channel is Channel.SMS:
+                provider_id = await self.sms.send_sms(
+                    to=contact.phone, body=message.text, idempotency_key=request.idempotency_key
+                )
+            else:
+                provider_id = await self.email.send_email(
+                    to=contact.email,
+                    subject=message.subject,
+                    text=message.text,
+                    html=message.html,
+                    idempotency_key=request.idempotency_key,
+                )
+        except RecipientUnreachable as exc:
+            return NotificationResult(
+                channel=channel,
+                status="failed",
+                reason=str(exc),
+                fallback_channel=Channel.EMAIL if channel is Channel.SMS else None,
+            )
+        return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)

@@ -1,0 +1,215 @@
+"""Sandbox backends that really behave, for tests and the offline demo.
+
+Cards follow Stripe's test payment methods by name (`pm_card_visa` pays,
+`pm_card_chargeDeclinedInsufficientFunds` declines softly, `pm_card_chargeDeclinedExpiredCard`
+hard, `pm_card_authenticationRequired` asks for 3-D Secure), or a scripted list of decline
+codes set with `script_card`. Charges honour idempotency keys the way Stripe does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
+from dunning.declines import classify_decline
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+
+# Stripe test payment methods and the decline each one produces.
+TEST_CARD_DECLINES = {
+    "pm_card_chargeDeclined": "generic_decline",
+    "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
+    "pm_card_chargeDeclinedExpiredCard": "expired_card",
+    "pm_card_chargeDeclinedLostCard": "lost_card",
+    "pm_card_chargeDeclinedStolenCard": "stolen_card",
+    "pm_card_chargeDeclinedIncorrectCvc": "incorrect_cvc",
+    "pm_card_chargeDeclinedProcessingError": "processing_error",
+    "pm_card_authenticationRequired": "authentication_required",
+    "pm_card_chargeCustomerFail": "generic_decline",
+}
+
+
+@dataclass
+class SandboxCustomer:
+    customer_id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str = "en"
+    timezone: str | None = None
+    plan_name: str | None = "Pro"
+    default_payment_method_id: str | None = None
+
+
+@dataclass
+class ChargeLogEntry:
+    invoice_id: str
+    idempotency_key: str
+    payment_method_id: str | None
+    result: ChargeResult
+    at: datetime
+
+
+@dataclass
+class SandboxPayments:
+    """An in-memory Stripe: customers, invoices, cards, charges, access state."""
+
+    customers: dict[str, SandboxCustomer] = field(default_factory=dict)
+    paid_invoices: set[str] = field(default_factory=set)
+    voided_invoices: set[str] = field(default_factory=set)
+    scripted_cards: dict[str, list[str | None]] = field(default_factory=dict)
+    charges: list[ChargeLogEntry] = field(default_factory=list)
+    idempotent_results: dict[str, ChargeResult] = field(default_factory=dict)
+    access_log: list[tuple[str, str]] = field(default_factory=list)
+    outage_calls_left: int = 0
+
+    def add_customer(self, customer_id: str, **details: object) -> SandboxCustomer:
+        customer = SandboxCustomer(customer_id=customer_id, **details)  # type: ignore[arg-type]
+        self.customers[customer_id] = customer
+        return customer
+
+    def script_card(self, payment_method_id: str, outcomes: list[str | None]) -> None:
+        """The next charges on this card return these decline codes in turn (None = paid), then pay."""
+        self.scripted_cards[payment_method_id] = list(outcomes)
+
+    def _customer(self, customer_id: str) -> SandboxCustomer:
+        if customer_id not in self.customers:
+            self.add_customer(
+                customer_id,
+                name="Sandbox Customer",
+                email=f"{customer_id}@example.com",
+                phone="+15555550100",
+            )
+        return self.customers[customer_id]
+
+    def _maybe_outage(self) -> None:
+        if self.outage_calls_left > 0:
+            self.outage_calls_left -= 1
+            raise ProviderUnavailable("sandbox outage (503)")
+
+    def _decline_for(self, payment_method_id: str | None) -> str | None:
+        script = self.scripted_cards.get(payment_method_id or "")
+        if script:
+            return script.pop(0)
+        return TEST_CARD_DECLINES.get(payment_method_id or "")
+
+    @property
+    def successful_charges(self) -> list[ChargeLogEntry]:
+        return [c for c in self.charges if c.result.status == "succeeded"]
+
+    async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
+        self._maybe_outage()
+        if request.idempotency_key in self.idempotent_results:
+            return self.idempotent_results[request.idempotency_key]
+        if request.invoice_id in self.paid_invoices:
+            return ChargeResult(invoice_id=request.invoice_id, status="already_paid")
+        if request.invoice_id in self.voided_invoices:
+            return ChargeResult(invoice_id=request.invoice_id, status="voided")
+        card = request.payment_method_id or self._customer(request.customer_id).default_payment_method_id
+        decline = self._decline_for(card)
+        if decline is None:
+            result = ChargeResult(
+                invoice_id=request.invoice_id,
+                status="succeeded",
+                payment_method_id=card,
+                payment_intent_id=f"pi_sandbox_{len(self.charges) + 1}",
+            )
+            self.paid_invoices.add(request.invoice_id)
+        else:
+            code = "authentication_required" if decline == "authentication_required" else "card_declined"
+            result = ChargeResult(
+                invoice_id=request.invoice_id,
+                status="declined",
+                category=classify_decline(decline_code=decline, code=code),
+                code=code,
+                decline_code=decline,
+                message=f"Your card was declined ({decline}).",
+                payment_method_id=card,
+            )
+        self.idempotent_results[request.idempotency_key] = result
+        self.charges.append(
+            ChargeLogEntry(request.invoice_id, request.idempotency_key, card, result, datetime.now(UTC))
+        )
+        return result
+
+    async def invoice_is_open(self, invoice_id: str) -> bool:
+        return invoice_id not in self.paid_invoices and invoice_id not in self.voided_invoices
+
+    async def suspend_access(self, request: AccessRequest) -> None:
+        self._maybe_outage()
+        self.access_log.append(("suspend", request.subscription_id))
+
+    async def restore_access(self, request: AccessRequest) -> None:
+        self._maybe_outage()
+        self.access_log.append(("restore", request.subscription_id))
+
+    async def cancel_subscription(self, request: AccessRequest) -> None:
+        self._maybe_outage()
+        self.access_log.append(("cancel", request.subscription_id))
+
+    async def get_customer(self, customer_id: str) -> CustomerProfile:
+        customer = self._customer(customer_id)
+        return CustomerProfile(
+            customer_id=customer_id,
+            name=customer.name,
+            locale=customer.locale,
+            timezone=customer.timezone,
+            has_email=bool(customer.email),
+            has_phone=bool(customer.phone),
+            plan_name=customer.plan_name,
+            default_payment_method_id=customer.default_payment_method_id,
+        )
+
+    async def get_contact(self, customer_id: str) -> Contact:
+        c = self._customer(customer_id)
+        return Contact(customer_id=customer_id, name=c.name, email=c.email, phone=c.phone, locale=c.locale)
+
+    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
+        return f"https://billing.example.com/update/{customer_id}"
+
+
+@dataclass
+class OutboxMessage:
+    channel: str
+    to: str
+    body: str
+    idempotency_key: str
+    subject: str | None = None
+    html: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class SandboxOutbox:
+    """Email and SMS backend that records what would have been sent, once per idempotency key."""
+
+    messages: list[OutboxMessage] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)
+
+    def _record(self, message: OutboxMessage) -> str:
+        if message.to in self.unreachable:
+            raise RecipientUnreachable(f"{message.channel} recipient unreachable")
+        for index, existing in enumerate(self.messages):
+            if existing.idempotency_key == message.idempotency_key:
+                return f"sandbox-{index + 1}"
+        self.messages.append(message)
+        return f"sandbox-{len(self.messages)}"
+
+    async def send_email(
+        self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
+    ) -> str:
+        return self._record(OutboxMessage("email", to, text, idempotency_key, subject, html))
+
+    async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
+        return self._record(OutboxMessage("sms", to, body, idempotency_key))
+
+
+@dataclass
+class MemoryConsentStore:
+    opted_out: set[str] = field(default_factory=set)
+
+    async def sms_opted_out(self, customer_id: str) -> bool:
+        return customer_id in self.opted_out
+
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool) -> None:
+        (self.opted_out.add if opted_out else self.opted_out.discard)(customer_id)

@@ -1,0 +1,45 @@
+"""Configuration from the environment, with the names of the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dunning.policy import SHIPPED_POLICY_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    dunning_task_queue: str = "dunning"
+    dunning_policy_dir: Path = SHIPPED_POLICY_DIR
+    dunning_api_token: str | None = None
+    dunning_payments: Literal["stripe", "sandbox"] | None = None
+    dunning_email: Literal["sendgrid", "sandbox"] | None = None
+    dunning_sms: Literal["twilio", "sandbox"] | None = None
+    dunning_email_from: str = "billing@example.com"
+    dunning_state_dir: Path = Path(".dunning")
+
+    stripe_api_key: str | None = Field(None, repr=False)
+    stripe_webhook_secret: str | None = Field(None, repr=False)
+    stripe_api_base: str | None = None
+
+    sendgrid_api_key: str | None = Field(None, repr=False)
+    sendgrid_api_host: str | None = None
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = Field(None, repr=False)
+    twilio_from_number: str | None = None
+    twilio_api_base: str | None = None
+
+    def payments_backend(self) -> str:
+        return self.dunning_payments or ("stripe" if self.stripe_api_key else "sandbox")
+
+    def email_backend(self) -> str:
+        return self.dunning_email or ("sendgrid" if self.sendgrid_api_key else "sandbox")
+
+    def sms_backend(self) -> str:
+        return self.dunning_sms or ("twilio" if self.twilio_auth_token else "sandbox")

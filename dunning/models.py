@@ -1,0 +1,303 @@
+"""The case's data: signal payloads, activity inputs/results and the `status` view.
+
+Everything that crosses the Temporal boundary is a pydantic model so that the
+pydantic data converter renders it as readable JSON in the UI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dunning.policy import Policy
+
+
+class _Model(BaseModel):
+    # Operators type signal payloads by hand in the UI: reject typos loudly.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Stage(StrEnum):
+    RETRYING = "retrying"
+    AWAITING_PAYMENT_METHOD = "awaiting_payment_method"
+    FINAL_NOTICE = "final_notice"
+    SUSPENDED = "suspended"
+    PAUSED = "paused"
+    RECOVERED = "recovered"
+    CANCELED = "canceled"
+    WRITTEN_OFF = "written_off"
+    CLOSED_BY_CUSTOMER = "closed_by_customer"
+
+
+OUTCOMES = frozenset({Stage.RECOVERED, Stage.CANCELED, Stage.WRITTEN_OFF, Stage.CLOSED_BY_CUSTOMER})
+
+
+class DeclineCategory(StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    AUTHENTICATION = "authentication"
+    UNKNOWN = "unknown"
+
+
+class AccessState(StrEnum):
+    ACTIVE = "active"
+    GRACE = "grace"
+    SUSPENDED = "suspended"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    IN_APP = "in_app"
+
+
+# --- signals and update payloads -------------------------------------------------
+
+
+class PaymentFailed(_Model):
+    """`invoice.payment_failed`: an invoice of the subscription could not be paid."""
+
+    invoice_id: str
+    amount_due: int = Field(ge=0, description="minor units")
+    currency: str = Field(min_length=3, max_length=3)
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    failure_code: str | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
+    message: str | None = None
+    payment_method_id: str | None = None
+    hosted_invoice_url: str | None = None
+    occurred_at: datetime | None = None
+    event_id: str | None = None
+
+
+class CardUpdated(_Model):
+    """A payment method was attached, auto-updated or made the default."""
+
+    payment_method_id: str | None = None
+    event_id: str | None = None
+    source: str | None = None
+
+
+class InvoicePaid(_Model):
+    invoice_id: str
+    event_id: str | None = None
+
+
+class SubscriptionCanceled(_Model):
+    reason: str | None = None
+    event_id: str | None = None
+
+
+class Pause(_Model):
+    reason: str = "paused by operator"
+
+
+class Resume(_Model):
+    reason: str = "resumed by operator"
+
+
+class ExtendGrace(_Model):
+    days: int = Field(ge=1, le=365)
+    reason: str = "grace extended by operator"
+
+
+class RetryNow(_Model):
+    reason: str = "retry requested by operator"
+
+
+# --- activity inputs and results ---------------------------------------------------
+
+
+class ChargeRequest(_Model):
+    invoice_id: str
+    customer_id: str
+    subscription_id: str
+    attempt: int = Field(ge=1, description="attempt number of this invoice within the case")
+    idempotency_key: str
+    payment_method_id: str | None = None
+
+
+class ChargeResult(_Model):
+    """What happened to one charge. A decline is a result, never an exception."""
+
+    invoice_id: str
+    status: Literal["succeeded", "declined", "already_paid", "voided"]
+    category: DeclineCategory | None = None
+    code: str | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
+    message: str | None = None
+    payment_method_id: str | None = None
+    payment_intent_id: str | None = None
+
+
+class CustomerProfile(_Model):
+    """What the case needs to know about the customer: no raw contact details.
+
+    Email addresses and phone numbers stay with the provider and are looked up by
+    `send_notification` at send time, so they never land in workflow history.
+    """
+
+    customer_id: str
+    name: str | None = None
+    locale: str = "en"
+    timezone: str | None = None
+    has_email: bool = True
+    has_phone: bool = False
+    sms_opted_out: bool = False
+    plan_name: str | None = None
+    default_payment_method_id: str | None = None
+
+
+class AccessRequest(_Model):
+    customer_id: str
+    subscription_id: str
+    reason: str
+
+
+class NotificationRequest(_Model):
+    case_id: str
+    customer_id: str
+    subscription_id: str
+    channel: Channel
+    template: str
+    idempotency_key: str
+    invoice_ids: list[str] = []
+    check_invoices_open: bool = Field(
+        True, description="re-check the invoices right before sending; skip when paid"
+    )
+    context: dict[str, str | int | float | bool | None] = {}
+
+
+class NotificationResult(_Model):
+    channel: Channel
+    status: Literal["sent", "skipped", "failed"]
+    reason: str | None = None
+    provider_message_id: str | None = None
+    fallback_channel: Channel | None = None
+
+
+# --- the case ---------------------------------------------------------------------
+
+
+class InvoiceState(_Model):
+    invoice_id: str
+    amount_due: int
+    currency: str
+    failed_at: datetime
+    status: Literal["open", "paid", "voided"] = "open"
+    attempts: int = 0
+    hosted_invoice_url: str | None = None
+
+
+class AttemptRecord(_Model):
+    at: datetime
+    invoice_id: str
+    attempt: int
+    trigger: str
+    idempotency_key: str | None = None
+    result: ChargeResult
+
+
+class NotificationRecord(_Model):
+    at: datetime
+    template: str
+    channel: Channel
+    status: str
+    reason: str | None = None
+    step: str
+
+
+class TimelineEntry(_Model):
+    at: datetime
+    event: str
+    detail: str = ""
+
+
+class DunningInput(_Model):
+    """Workflow input. `state` is only set when the case continues as new."""
+
+    subscription_id: str
+    customer_id: str
+    policy: Policy
+    state: CaseState | None = None
+    history_event_limit: int = 10_000
+
+
+class CaseState(_Model):
+    """Everything the case remembers; carried whole across continue-as-new."""
+
+    case_id: str
+    subscription_id: str
+    customer_id: str
+    opened_at: datetime
+    anchor: datetime = Field(description="first failure, shifted by time spent paused")
+    invoices: list[InvoiceState] = []
+    attempts: list[AttemptRecord] = []
+    notifications: list[NotificationRecord] = []
+    timeline: list[TimelineEntry] = []
+    customer: CustomerProfile | None = None
+    decline_category: DeclineCategory | None = None
+    last_decline: ChargeResult | None = None
+    current_card: str | None = None
+    card_blocked: bool = False
+    card_update_pending: bool = False
+    retry_offsets_used: int = 0
+    ladder_steps_done: list[int] = []
+    pending_sms: list[PendingSms] = []
+    last_message_at: datetime | None = None
+    grace_extension_days: int = 0
+    paused: bool = False
+    pause_reason: str | None = None
+    paused_at: datetime | None = None
+    access: AccessState = AccessState.GRACE
+    suspended_at: datetime | None = None
+    outcome: Stage | None = None
+    seen_event_ids: list[str] = []
+
+
+class PendingSms(_Model):
+    due_at: datetime
+    template: str
+    step: str
+
+
+class CaseStatus(_Model):
+    """The `status` query: the whole case as an operator reads it."""
+
+    case_id: str
+    subscription_id: str
+    customer_id: str
+    policy: str
+    stage: Stage
+    outcome: Stage | None
+    access: AccessState
+    opened_at: datetime
+    amount_due: int
+    currency: str | None
+    outstanding_invoices: list[InvoiceState]
+    invoices: list[InvoiceState]
+    decline_category: DeclineCategory | None
+    attempts: list[AttemptRecord]
+    notifications: list[NotificationRecord]
+    timeline: list[TimelineEntry]
+    paused: bool
+    pause_reason: str | None
+    grace_ends_at: datetime | None
+    next_action: str | None
+    next_action_at: datetime | None
+    banner: str | None = Field(None, description="the in-app message the SaaS app should show")
+
+
+class RetryNowResult(_Model):
+    results: list[ChargeResult]
+    stage: Stage
+
+
+DunningInput.model_rebuild()
+CaseState.model_rebuild()

@@ -1,0 +1,58 @@
+"""The worker: runs DunningWorkflow and its activities on the `dunning` task queue.
+
+Connects with Temporal's own environment conventions (`TEMPORAL_ADDRESS`,
+`TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, or a profile file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfigProfile
+from temporalio.worker import Worker
+
+from activities.factory import build_activities
+from activities.settings import Settings
+from workflows.dunning_workflow import DunningWorkflow
+
+log = structlog.get_logger("dunning.worker")
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    """A client configured by `temporalio.envconfig` (env vars and profile), pydantic converter."""
+    connect_config = ClientConfigProfile.load().to_client_connect_config()
+    connect_config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**connect_config, data_converter=pydantic_data_converter)
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    client = await connect(settings)
+    worker = Worker(
+        client,
+        task_queue=settings.dunning_task_queue,
+        workflows=[DunningWorkflow],
+        activities=build_activities(settings),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=settings.dunning_task_queue)
+    async with worker:
+        await stop.wait()
+    log.info("worker stopped")
+
+
+def main() -> int:
+    asyncio.run(run_worker())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
