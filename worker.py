@@ -11,28 +11,19 @@ import signal
 import sys
 
 import structlog
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConfigProfile
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
 from activities.settings import Settings
+from starter.temporal_client import connect
 from workflows.dunning_workflow import DunningWorkflow
 
 log = structlog.get_logger("dunning.worker")
 
 
-async def connect(settings: Settings | None = None) -> Client:
-    """A client configured by `temporalio.envconfig` (env vars and profile), pydantic converter."""
-    connect_config = ClientConfigProfile.load().to_client_connect_config()
-    connect_config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**connect_config, data_converter=pydantic_data_converter)
-
-
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    client = await connect(settings)
+    client = await connect()
     worker = Worker(
         client,
         task_queue=settings.dunning_task_queue,
