@@ -247,6 +247,7 @@ class CaseState(_Model):
     current_card: str | None = None
     card_blocked: bool = False
     card_update_pending: bool = False
+    next_retry_index: int = Field(0, description="first retry offset of the policy not used yet")
     ladder_steps_done: list[int] = []
     pending_sms: list[PendingSms] = []
     banner_template: str | None = None

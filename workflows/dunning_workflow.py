@@ -141,6 +141,7 @@ class DunningWorkflow:
             return True
         retry = self._next_retry()
         if retry and retry[1] <= now:
+            s.next_retry_index = retry[0] + 1
             await self._charge_round(f"scheduled retry {retry[0] + 1}/{len(self.policy.retry_after)}")
             return True
         if await self._send_due_ladder_step(now):
@@ -204,7 +205,8 @@ class DunningWorkflow:
             return None
         last = max((a.at for a in s.attempts), default=s.anchor)
         retry = schedule.next_retry(
-            self.policy, s.anchor, self._timezone(), max(last, s.anchor), self._card_attempts()
+            self.policy, s.anchor, self._timezone(), max(last, s.anchor), self._card_attempts(),
+            from_index=s.next_retry_index,
         )
         return retry
 
