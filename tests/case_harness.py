@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -103,6 +104,7 @@ class CaseRunner:
         self.payments = payments or SandboxPayments()
         self.outbox = SandboxOutbox()
         self.consent = MemoryConsentStore()
+        self.handles: list[WorkflowHandle] = []
         self.task_queue = f"dunning-test-{uuid.uuid4().hex[:8]}"
         pay = PaymentActivities(self.payments)
         notify = NotificationActivities(self.payments, self.outbox, self.outbox, self.consent)
@@ -125,6 +127,12 @@ class CaseRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Cases left open would block time skipping for later tests (no worker polls their queue).
+        for handle in self.handles:
+            try:
+                await handle.terminate("test finished")
+            except RPCError:
+                pass  # already closed
         await self.worker.__aexit__(*exc)
 
     async def open(
@@ -153,6 +161,7 @@ class CaseRunner:
             start_signal="payment_failed",
             start_signal_args=[first_failure or failure()],
         )
+        self.handles.append(handle)
         case = Case(self.env, handle, self.payments, self.outbox)
         case.opened_at = (await case.status()).opened_at
         return case
