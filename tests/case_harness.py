@@ -8,9 +8,11 @@ stamped with the day of the case it happened on.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
@@ -22,6 +24,8 @@ from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayment
 from dunning.models import CaseStatus, DunningInput, PaymentFailed
 from dunning.policy import Policy
 from workflows.dunning_workflow import DunningWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
 
 TEST_POLICY = {
     "name": "default",
@@ -54,7 +58,7 @@ class Case:
     payments: SandboxPayments
     outbox: SandboxOutbox
     opened_at: datetime | None = None
-    signals: list[str] = field(default_factory=list)
+    record_as: str | None = None
 
     async def status(self) -> CaseStatus:
         return await self.handle.query("status", result_type=CaseStatus)
@@ -66,7 +70,11 @@ class Case:
         await self.handle.signal(name, payload)
 
     async def result(self) -> CaseStatus:
-        return await self.handle.result()
+        status = await self.handle.result()
+        if self.record_as and os.environ.get("DUNNING_RECORD_HISTORIES") == "1":
+            history = await self.handle.fetch_history()
+            (HISTORIES / f"{self.record_as}.json").write_text(history.to_json())
+        return status
 
     def day(self, at: datetime) -> float:
         """Days since the case opened, rounded to the hour."""
@@ -142,7 +150,10 @@ class CaseRunner:
         customer_id: str = "cus_1",
         subscription_id: str | None = None,
         history_event_limit: int = 10_000,
+        record_as: str | None = None,
     ) -> Case:
+        """Start a case like the webhook API does; `record_as` names its history for replay tests
+        (written when DUNNING_RECORD_HISTORIES=1)."""
         subscription_id = subscription_id or f"sub_{uuid.uuid4().hex[:10]}"
         if customer_id not in self.payments.customers:
             self.payments.add_customer(
@@ -162,6 +173,6 @@ class CaseRunner:
             start_signal_args=[first_failure or failure()],
         )
         self.handles.append(handle)
-        case = Case(self.env, handle, self.payments, self.outbox)
+        case = Case(self.env, handle, self.payments, self.outbox, record_as=record_as)
         case.opened_at = (await case.status()).opened_at
         return case

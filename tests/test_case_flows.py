@@ -11,7 +11,7 @@ from tests.case_harness import CaseRunner, failure
 async def test_recovers_on_the_third_retry(time_env):
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds", "insufficient_funds", None])
-        case = await runner.open()
+        case = await runner.open(record_as="recovered_on_third_retry")
         status = await case.result()
         key = f"{status.case_id}/in_1"
 
@@ -35,7 +35,7 @@ async def test_recovers_on_the_third_retry(time_env):
 
 async def test_hard_decline_waits_for_a_new_card_then_charges_it_at_once(time_env):
     async with CaseRunner(time_env) as runner:
-        case = await runner.open(failure(decline_code="expired_card"))
+        case = await runner.open(failure(decline_code="expired_card"), record_as="hard_decline_then_card_update")
         await case.wait_days(2)
         status = await case.status()
         assert status.stage is Stage.AWAITING_PAYMENT_METHOD
@@ -106,7 +106,7 @@ async def test_authentication_required_asks_the_customer_and_never_retries_off_s
 async def test_suspension_then_reinstatement_by_a_new_card(time_env):
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
-        case = await runner.open()
+        case = await runner.open(record_as="suspended_then_reinstated")
         await case.wait_days(15)
         status = await case.status()
         assert status.stage is Stage.SUSPENDED and status.access.value == "suspended"
@@ -128,7 +128,7 @@ async def test_suspension_then_reinstatement_by_a_new_card(time_env):
 async def test_cancellation_at_the_end_of_the_road(time_env):
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
-        case = await runner.open()
+        case = await runner.open(record_as="canceled_at_the_end")
         status = await case.result()
         assert status.stage is Stage.CANCELED
         assert [(a, case.day(at)) for a, _, at in runner.payments.access_log] == [
@@ -154,7 +154,7 @@ async def test_customer_cancels_and_the_case_stops_at_once(time_env):
 
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
-        case = await runner.open()
+        case = await runner.open(record_as="closed_by_customer")
         await case.wait_days(2)
         await case.signal("subscription_canceled", SubscriptionCanceled(reason="customer left"))
         status = await case.result()
@@ -169,7 +169,7 @@ async def test_operator_pause_resume_and_extend_grace_move_the_schedule(time_env
 
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
-        case = await runner.open()
+        case = await runner.open(record_as="paused_resumed_extended")
         await case.wait_days(2)
         await case.signal("pause", Pause(reason="disputed"))
         await case.wait_days(10)
@@ -194,7 +194,7 @@ async def test_operator_pause_resume_and_extend_grace_move_the_schedule(time_env
 async def test_two_failed_invoices_are_charged_oldest_first_and_a_decline_ends_the_round(time_env):
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds", None, None])
-        case = await runner.open(failure("in_1", amount=4900))
+        case = await runner.open(failure("in_1", amount=4900), record_as="two_invoices")
         await case.wait_days(0.5)
         await case.signal("payment_failed", failure("in_2", amount=2500))
         await case.wait_days(0.1)
