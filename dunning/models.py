@@ -168,9 +168,7 @@ class NotificationRequest(_Model):
     template: str
     idempotency_key: str
     invoice_ids: list[str] = []
-    check_invoices_open: bool = Field(
-        True, description="re-check the invoices right before sending; skip when paid"
-    )
+    check_invoices_open: bool = Field(True, description="re-check the invoices right before sending; skip when paid")
     context: dict[str, str | int | float | bool | None] = {}
 
 
@@ -272,7 +270,9 @@ class PendingSms(_Model):
     due_at: datetime
     template: str
     step: str
-    step_channels: list[Channel] = Field(description="the step's channels: an SMS failure falls back to email only if email was not among them")
+    step_channels: list[Channel] = Field(
+        description="the step's channels: an SMS failure falls back to email only if email was not among them"
+    )
 
 
 class CaseStatus(_Model):

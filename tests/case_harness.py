@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -156,9 +156,7 @@ class CaseRunner:
         (written when DUNNING_RECORD_HISTORIES=1)."""
         subscription_id = subscription_id or f"sub_{uuid.uuid4().hex[:10]}"
         if customer_id not in self.payments.customers:
-            self.payments.add_customer(
-                customer_id, name="Ada Lovelace", email="ada@example.com", phone="+15555550123"
-            )
+            self.payments.add_customer(customer_id, name="Ada Lovelace", email="ada@example.com", phone="+15555550123")
         handle = await self.env.client.start_workflow(
             DunningWorkflow.run,
             DunningInput(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio

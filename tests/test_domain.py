@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,7 +42,10 @@ def test_policy_is_chosen_by_subscription_metadata_else_default():
     ("content", "expected"),
     [
         ('name = "bad"\nretry_after = ["P1D"]\ngrace = "fortnight"\ncancel_after_suspension = "P30D"\n', "grace"),
-        ('name = "bad"\nretry_after = ["P3D", "P1D"]\ngrace = "P1D"\ncancel_after_suspension = "P30D"\n', "retry_after"),
+        (
+            'name = "bad"\nretry_after = ["P3D", "P1D"]\ngrace = "P1D"\ncancel_after_suspension = "P30D"\n',
+            "retry_after",
+        ),
         (
             'name = "bad"\nretry_after = []\ngrace = "P1D"\ncancel_after_suspension = "P1D"\n'
             '[[notify]]\nat = "P1D"\non = "suspended"\nchannels = ["email"]\ntemplate = "x"\n',
@@ -136,14 +140,17 @@ offsets = st.lists(st.integers(min_value=1, max_value=60 * 24 * 40), min_size=1,
     lambda minutes: [f"PT{m}M" for m in sorted(minutes)]
 )
 zones = st.sampled_from([None, "UTC", "America/New_York", "Asia/Tokyo", "Europe/Berlin", "Pacific/Chatham"])
-instants = st.datetimes(
-    min_value=datetime(2025, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
-)
+instants = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC))
 
 
 @settings(max_examples=200, deadline=None)
-@given(retry_after=offsets, cap=st.integers(min_value=1, max_value=15), tz=zones, anchor=instants,
-       local_hour=st.one_of(st.none(), st.integers(0, 23)))
+@given(
+    retry_after=offsets,
+    cap=st.integers(min_value=1, max_value=15),
+    tz=zones,
+    anchor=instants,
+    local_hour=st.one_of(st.none(), st.integers(0, 23)),
+)
 def test_never_more_attempts_on_a_card_than_its_budget(retry_after, cap, tz, anchor, local_hour):
     """Driving the schedule to its end never puts more than `cap` attempts in any 30 days."""
     policy = make_policy(retry_after=retry_after, max_attempts_per_card_30d=cap, retry_local_hour=local_hour)
@@ -184,5 +191,5 @@ def test_messages_respect_the_gap_and_sms_never_lands_in_quiet_hours(ladder, gap
         assert sms_at >= at and sms_at - at <= timedelta(hours=24)
         sent_at.append(at)
         last = at
-    for earlier, later in zip(sent_at, sent_at[1:]):
+    for earlier, later in itertools.pairwise(sent_at):
         assert later - earlier >= gap

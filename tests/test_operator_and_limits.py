@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
-
 from temporalio.service import RPCError
 
 from dunning.models import CardUpdated, InvoicePaid, Pause, RetryNow, RetryNowResult, Stage
@@ -16,14 +15,20 @@ async def test_retry_now_charges_at_once_and_returns_the_result(time_env):
         runner.payments.script_card("pm_card_customer", ["insufficient_funds", None])
         case = await runner.open()
         await case.wait_days(0.25)
-        declined = await case.handle.execute_update("retry_now", RetryNow(reason="customer on the phone"), result_type=RetryNowResult)
+        declined = await case.handle.execute_update(
+            "retry_now", RetryNow(reason="customer on the phone"), result_type=RetryNowResult
+        )
         assert [r.status for r in declined.results] == ["declined"] and declined.stage is Stage.RETRYING
         paid = await case.handle.execute_update("retry_now", RetryNow(), result_type=RetryNowResult)
         assert [r.status for r in paid.results] == ["succeeded"]
         status = await case.result()
         assert status.stage is Stage.RECOVERED
         assert [(d, st) for d, _, _, st in case.charges()] == [(0.25, "declined"), (0.25, "succeeded")]
-        assert [a.trigger for a in status.attempts] == ["stripe", "operator: customer on the phone", "operator: retry requested by operator"]
+        assert [a.trigger for a in status.attempts] == [
+            "stripe",
+            "operator: customer on the phone",
+            "operator: retry requested by operator",
+        ]
 
 
 @pytest.mark.parametrize(

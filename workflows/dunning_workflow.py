@@ -25,9 +25,9 @@ with workflow.unsafe.imports_passed_through():
         CardUpdated,
         CaseState,
         CaseStatus,
+        Channel,
         ChargeRequest,
         ChargeResult,
-        Channel,
         CustomerProfile,
         DeclineCategory,
         DunningInput,
@@ -176,9 +176,7 @@ class DunningWorkflow:
         if s.access is not AccessState.SUSPENDED:
             candidates.append((self._grace_ends_at(), "suspend access (grace ends)"))
         elif s.suspended_at:
-            candidates.append(
-                (s.suspended_at + self.policy.cancel_after_suspension, "cancel the subscription")
-            )
+            candidates.append((s.suspended_at + self.policy.cancel_after_suspension, "cancel the subscription"))
         if not candidates:
             return None, None
         return min(candidates, key=lambda c: c[0])
@@ -205,7 +203,11 @@ class DunningWorkflow:
             return None
         last = max((a.at for a in s.attempts), default=s.anchor)
         retry = schedule.next_retry(
-            self.policy, s.anchor, self._timezone(), max(last, s.anchor), self._card_attempts(),
+            self.policy,
+            s.anchor,
+            self._timezone(),
+            max(last, s.anchor),
+            self._card_attempts(),
             from_index=s.next_retry_index,
         )
         return retry
@@ -290,9 +292,7 @@ class DunningWorkflow:
         s = self.state
         for index, step in self.policy.ladder:
             if index not in s.ladder_steps_done:
-                due = schedule.message_time(
-                    s.anchor + step.at, s.last_message_at, self.policy.min_gap_between_messages
-                )
+                due = schedule.message_time(s.anchor + step.at, s.last_message_at, self.policy.min_gap_between_messages)
                 return step, due, index
         return None
 
@@ -320,8 +320,12 @@ class DunningWorkflow:
             if channel is Channel.SMS:
                 send_at = schedule.next_sms_time(now, self._timezone(), self.policy.quiet_hours)
                 if send_at > now:
-                    s.pending_sms.append(PendingSms(due_at=send_at, template=step.template, step=step_id, step_channels=channels))
-                    self._log("sms_deferred", f"'{step.template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC (quiet hours)")
+                    s.pending_sms.append(
+                        PendingSms(due_at=send_at, template=step.template, step=step_id, step_channels=channels)
+                    )
+                    self._log(
+                        "sms_deferred", f"'{step.template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC (quiet hours)"
+                    )
                     continue
             await self._notify(channel, step.template, step_id, ladder_channels=channels)
         s.last_message_at = now
@@ -365,9 +369,17 @@ class DunningWorkflow:
                 step=step_id,
             )
         )
-        self._log(f"message_{result.status}", f"{channel} '{template}'" + (f": {result.reason}" if result.reason else ""))
+        self._log(
+            f"message_{result.status}", f"{channel} '{template}'" + (f": {result.reason}" if result.reason else "")
+        )
         if result.fallback_channel and result.fallback_channel not in ladder_channels:
-            await self._notify(result.fallback_channel, template, f"{step_id}-fallback", [*ladder_channels, result.fallback_channel], settled)
+            await self._notify(
+                result.fallback_channel,
+                template,
+                f"{step_id}-fallback",
+                [*ladder_channels, result.fallback_channel],
+                settled,
+            )
 
     async def _send_event(self, event: str, settled: bool = False) -> None:
         for step in self.policy.on_event(event):
@@ -501,7 +513,10 @@ class DunningWorkflow:
         s.attempts.append(
             AttemptRecord(at=failed_at, invoice_id=failure.invoice_id, attempt=0, trigger="stripe", result=result)
         )
-        self._log("payment_failed", f"{failure.invoice_id} {self._money(failure.amount_due, failure.currency)}: {code or 'declined'}")
+        self._log(
+            "payment_failed",
+            f"{failure.invoice_id} {self._money(failure.amount_due, failure.currency)}: {code or 'declined'}",
+        )
         self._record_decline(result)
         self.wake = True
 
