@@ -1,0 +1,138 @@
+"""Encryption of everything the case puts into Temporal: an AES-GCM payload codec.
+
+With `DUNNING_ENCRYPTION_KEYS` set, every payload (workflow input, signals, activity
+inputs and results, query results, timer and activity summaries, failure messages) is
+encrypted before it leaves the process, so the Temporal server, its database and anyone
+reading raw histories see ciphertext only. Search attributes stay readable: they are the
+index operators filter cases by (stage, customer id, amount), not customer data.
+
+    DUNNING_ENCRYPTION_KEYS="k2026b:<base64 32 bytes>,k2026a:<base64 32 bytes>"
+
+The first key encrypts; every listed key decrypts, so a key is rotated by putting the new
+one first and keeping the old one until no open case (and no history you still want to read)
+uses it. Each payload names its key id in its metadata. Payloads without the encryption
+marker pass through untouched, so histories written before encryption was switched on
+still read. A payload that was altered, or whose key is unknown, fails loudly: it is never
+returned half-decoded.
+
+Make a key: `python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+
+ENV_VAR = "DUNNING_ENCRYPTION_KEYS"
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+NONCE_BYTES = 12
+_KEY_SIZES = (16, 24, 32)
+
+
+class EncryptionConfigError(ValueError):
+    """`DUNNING_ENCRYPTION_KEYS` is malformed. The message names the entry, never the key."""
+
+
+class DecryptionError(ValueError):
+    """An encrypted payload could not be decrypted: tampered with, or its key is not configured."""
+
+
+def parse_keys(spec: str) -> list[tuple[str, bytes]]:
+    """`id:base64key,id:base64key` → [(id, key)], first one the encryption key."""
+    keys: list[tuple[str, bytes]] = []
+    for position, entry in enumerate((e.strip() for e in spec.split(",")), start=1):
+        if not entry:
+            continue
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or not key_id:
+            raise EncryptionConfigError(f"{ENV_VAR}: entry {position} must be `key_id:base64key`")
+        if any(key_id == existing for existing, _ in keys):
+            raise EncryptionConfigError(f"{ENV_VAR}: key id {key_id!r} is listed twice")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise EncryptionConfigError(f"{ENV_VAR}: key {key_id!r} is not valid base64") from None
+        if len(key) not in _KEY_SIZES:
+            raise EncryptionConfigError(
+                f"{ENV_VAR}: key {key_id!r} is {len(key)} bytes; AES-GCM needs 16, 24 or 32 (32 recommended)"
+            )
+        keys.append((key_id, key))
+    if not keys:
+        raise EncryptionConfigError(f"{ENV_VAR} is set but lists no key")
+    return keys
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-GCM per payload: a fresh 96-bit nonce each time, the key id bound in as associated data."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise EncryptionConfigError("at least one key is needed")
+        self.encrypt_key_id = keys[0][0]
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EncryptionCodec | None:
+        spec = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
+        return cls(parse_keys(spec)) if spec else None
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._ciphers)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.encrypt(p) for p in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.decrypt(p) for p in payloads]
+
+    def encrypt(self, payload: Payload) -> Payload:
+        key_id = self.encrypt_key_id
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[key_id].encrypt(nonce, payload.SerializeToString(), key_id.encode())
+        return Payload(
+            metadata={"encoding": ENCODING, KEY_ID_METADATA: key_id.encode()},
+            data=nonce + sealed,
+        )
+
+    def decrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload  # written before encryption was on (or by another codec): pass through
+        key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise DecryptionError(f"payload encrypted with key {key_id!r}, which is not in {ENV_VAR}")
+        data = payload.data
+        if len(data) < NONCE_BYTES + 16:  # nonce + GCM tag at the least
+            raise DecryptionError(f"payload encrypted with key {key_id!r} is truncated")
+        try:
+            plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
+        except InvalidTag:
+            raise DecryptionError(f"payload encrypted with key {key_id!r} failed authentication") from None
+        decoded = Payload()
+        decoded.ParseFromString(plain)
+        return decoded
+
+
+def data_converter(environ: Mapping[str, str] | None = None) -> DataConverter:
+    """The contract's pydantic converter; with keys set, also the codec, and failure messages
+    and stack traces moved into (encrypted) payloads so they carry no customer data either."""
+    codec = EncryptionCodec.from_env(environ)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
