@@ -14,6 +14,7 @@ import structlog
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
+from activities.logging import configure_logging
 from activities.settings import Settings
 from starter.temporal_client import connect
 from workflows.dunning_workflow import DunningWorkflow
@@ -41,6 +42,7 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 
 def main() -> int:
+    configure_logging()
     asyncio.run(run_worker())
     return 0
 

@@ -24,9 +24,9 @@ from activities.backends import (
 from activities.messages import render_message
 from dunning.models import (
     AccessRequest,
+    Channel,
     ChargeRequest,
     ChargeResult,
-    Channel,
     CustomerProfile,
     NotificationRequest,
     NotificationResult,
