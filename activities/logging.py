@@ -124,7 +124,9 @@ def _mask_contact(value: Any) -> Any:
         masked = mask_email(text)
         return masked if masked != text else REDACTED
     digits = re.sub(r"\D", "", text)
-    return "***" + digits[-4:] if len(digits) >= 8 else REDACTED
+    if len(digits) >= 7:
+        return "***" + digits[-4:]
+    return scrub_text(text)  # no address or number in it (a backend name, a template): keep it
 
 
 def scrub(value: Any, key: str | None = None, _depth: int = 0) -> Any:

@@ -73,6 +73,8 @@ def test_contact_details_are_masked_not_dropped():
     assert event["phone"] == "***0123"
     assert event["email"] == "a***@example.com"
     assert event["recipients"] == ["b***@example.org", "***0123"]
+    # Contact-named keys that hold no contact detail stay readable.
+    assert redact(None, "info", {"email": "sandbox", "sms": "twilio"})["email"] == "sandbox"
 
 
 @pytest.mark.parametrize(
