@@ -211,5 +211,5 @@ class MemoryConsentStore:
     async def sms_opted_out(self, customer_id: str) -> bool:
         return customer_id in self.opted_out
 
-    async def set_sms_opt_out(self, customer_id: str, opted_out: bool) -> None:
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool, source: str | None = None) -> None:
         (self.opted_out.add if opted_out else self.opted_out.discard)(customer_id)
