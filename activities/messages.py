@@ -144,8 +144,9 @@ def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]
     loc = _parse_locale(locale)
     tz = context.get("timezone") or None
     currency = context.get("currency")
-    amount_due = _int_or_none(context.get("amount_due"))
-    amount = format_money(amount_due, str(currency), locale) if amount_due is not None and currency else None
+    # `amount_paid` for the recovered message (nothing is due any more then); never say "0.00".
+    amount_minor = _int_or_none(context.get("amount_paid")) or _int_or_none(context.get("amount_due"))
+    amount = format_money(amount_minor, str(currency), locale) if amount_minor and currency else None
     decline = context.get("decline_category") or "unknown"
     decline_code = context.get("decline_code") or None
     days_left = _int_or_none(context.get("days_left"))

@@ -32,13 +32,6 @@ router = APIRouter(tags=["in-app"])
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,255}$"
 
-# The banner a stage shows when the case has not recorded one itself.
-STAGE_BANNER_TEMPLATE = {
-    Stage.RETRYING: "payment_failed",
-    Stage.AWAITING_PAYMENT_METHOD: "payment_failed",
-    Stage.FINAL_NOTICE: "final_notice",
-    Stage.SUSPENDED: "suspended",
-}
 SEVERITY = {AccessState.SUSPENDED: 2, AccessState.GRACE: 1, AccessState.ACTIVE: 0}
 
 
@@ -118,11 +111,10 @@ def _locale(locale: str | None, accept_language: str | None) -> str:
 
 
 def banner_for(status: CaseStatus, update_url: str | None, locale: str, now: datetime | None = None) -> str | None:
-    """The case's own banner, or one rendered from its stage when the case has none."""
-    if status.banner:
-        return status.banner
-    template = STAGE_BANNER_TEMPLATE.get(status.stage)
-    if template is None:
+    """The banner the case asks for (`banner_template`), rendered from its current state in the
+    language the SaaS app asks for; None when the case shows no banner."""
+    template = status.banner_template
+    if not template:
         return None
     now = now or datetime.now(UTC)
     context: dict[str, Any] = {

@@ -29,6 +29,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from activities.consent import PhoneDirectory, SqliteConsentStore
+from activities.factory import consent_path
 from activities.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -63,7 +64,7 @@ def keyword_action(body: str) -> bool | None:
 
 @lru_cache(maxsize=1)
 def _default_store() -> SqliteConsentStore:
-    return SqliteConsentStore(Settings().dunning_state_dir / "consent.sqlite3")
+    return SqliteConsentStore(consent_path(Settings()))
 
 
 def get_consent_store() -> WritableConsent:

@@ -18,7 +18,7 @@ NOW = datetime.now(UTC)
 
 
 def status(case_id: str = "dunning-sub_1", *, stage: Stage = Stage.RETRYING, access: AccessState = AccessState.GRACE,
-           banner: str | None = None, opened: datetime = NOW) -> CaseStatus:
+           banner_template: str | None = "payment_failed", opened: datetime = NOW) -> CaseStatus:
     invoice = InvoiceState(invoice_id="in_1", amount_due=4900, currency="usd", failed_at=opened,
                            hosted_invoice_url="https://invoice.stripe.com/i/acct_1/test_1")
     return CaseStatus(
@@ -26,7 +26,8 @@ def status(case_id: str = "dunning-sub_1", *, stage: Stage = Stage.RETRYING, acc
         access=access, opened_at=opened, amount_due=4900, currency="usd", outstanding_invoices=[invoice],
         invoices=[invoice], decline_category=DeclineCategory.SOFT, attempts=[], notifications=[], timeline=[],
         paused=False, pause_reason=None, grace_ends_at=opened + timedelta(days=14, hours=1),
-        next_action="retry charge", next_action_at=opened + timedelta(days=1), banner=banner,
+        next_action="retry the charge (1/6)", next_action_at=opened + timedelta(days=1),
+        banner_template=banner_template,
     )
 
 
@@ -114,19 +115,22 @@ async def test_no_open_case(app: FastAPI, client: FakeClient) -> None:
 
 
 async def test_open_case_with_the_case_banner(app: FastAPI, client: FakeClient) -> None:
-    client.cases["dunning-sub_1"] = status(banner="Your latest payment of $49.00 didn't go through.")
+    client.cases["dunning-sub_1"] = status(banner_template="payment_failed")
     body = (await get(app)).json()
     assert body["open_case"] is True
     assert body["case_id"] == "dunning-sub_1"
     assert body["stage"] == "retrying"
     assert body["access_state"] == "grace"
-    assert body["message"] == "Your latest payment of $49.00 didn't go through."
+    day = (NOW + timedelta(days=1)).strftime("%B %-d, %Y")
+    assert body["message"] == (
+        f"Your latest payment of $49.00 didn't go through. We'll retry on {day}, or you can use another card now."
+    )
     assert body["update_url"] == "https://invoice.stripe.com/i/acct_1/test_1"
     assert (body["amount_due"], body["currency"]) == (4900, "usd")
 
 
 async def test_banner_rendered_from_the_stage_in_the_asked_language(app: FastAPI, client: FakeClient) -> None:
-    client.cases["dunning-sub_1"] = status(stage=Stage.FINAL_NOTICE)
+    client.cases["dunning-sub_1"] = status(stage=Stage.FINAL_NOTICE, banner_template="final_notice")
     english = (await get(app)).json()["message"]
     assert english.startswith("Your access pauses on") and "14 days left" in english
     german = (await get(app, **{"Accept-Language": "de-DE,de;q=0.9"})).json()["message"]
@@ -136,11 +140,18 @@ async def test_banner_rendered_from_the_stage_in_the_asked_language(app: FastAPI
 async def test_suspended_case_wins_over_a_newer_grace_case(app: FastAPI, client: FakeClient) -> None:
     client.cases["dunning-sub_new"] = status("dunning-sub_new", opened=NOW)
     client.cases["dunning-sub_old"] = status(
-        "dunning-sub_old", stage=Stage.SUSPENDED, access=AccessState.SUSPENDED, opened=NOW - timedelta(days=20)
+        "dunning-sub_old", stage=Stage.SUSPENDED, access=AccessState.SUSPENDED, opened=NOW - timedelta(days=20),
+        banner_template="suspended",
     )
     body = (await get(app)).json()
     assert (body["case_id"], body["access_state"]) == ("dunning-sub_old", "suspended")
     assert body["message"].startswith("Your access is paused")
+
+
+async def test_case_without_banner_shows_none(app: FastAPI, client: FakeClient) -> None:
+    client.cases["dunning-sub_1"] = status(stage=Stage.PAUSED, banner_template=None)
+    body = (await get(app)).json()
+    assert body["open_case"] is True and body["message"] is None and body["stage"] == "paused"
 
 
 async def test_temporal_down_is_503(app: FastAPI, client: FakeClient) -> None:
