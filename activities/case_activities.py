@@ -24,9 +24,9 @@ from activities.backends import (
 from activities.messages import UnknownTemplate, render_message
 from dunning.models import (
     AccessRequest,
+    Channel,
     ChargeRequest,
     ChargeResult,
-    Channel,
     CustomerProfile,
     NotificationRequest,
     NotificationResult,
@@ -112,7 +112,9 @@ class NotificationActivities:
                 )
             if await self.consent.sms_opted_out(request.customer_id):
                 return NotificationResult(
-                    channel=channel, status="skipped", reason="customer opted out of SMS",
+                    channel=channel,
+                    status="skipped",
+                    reason="customer opted out of SMS",
                     fallback_channel=Channel.EMAIL,
                 )
         elif not contact.email:

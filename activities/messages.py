@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency, get_currency_precision
-from markupsafe import escape
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from markupsafe import escape
 from pydantic import BaseModel
 
 from dunning.models import Channel
@@ -187,8 +187,19 @@ _GSM7_BASIC = set(
 )
 _GSM7_EXTENDED = set("^{}\\[~]|€\f")
 _SMS_SAFE = str.maketrans(
-    {"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2019": "'", "\u2018": "'", "\u201c": '"',
-     "\u201d": '"', "\u201e": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}
+    {
+        "\u00a0": " ",
+        "\u202f": " ",
+        "\u2009": " ",
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2026": "...",
+    }
 )
 
 
@@ -229,9 +240,7 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def render_message(
-    template: str, channel: Channel, context: Mapping[str, Any], locale: str = "en"
-) -> RenderedMessage:
+def render_message(template: str, channel: Channel, context: Mapping[str, Any], locale: str = "en") -> RenderedMessage:
     """What the customer reads for one ladder step on one channel, in their language."""
     language = language_for(locale)
     view = build_view(context, locale)

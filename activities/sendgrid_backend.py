@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.error
 import urllib.parse
 from typing import Any
@@ -92,9 +91,7 @@ class SendGridEmail:
 
     # --- the protocol --------------------------------------------------------------
 
-    async def send_email(
-        self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
-    ) -> str:
+    async def send_email(self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> str:
         if idempotency_key in self._sent:
             return self._sent[idempotency_key]
         if self.check_bounces:
@@ -126,7 +123,7 @@ class SendGridEmail:
             response = self._client.send(mail)
         except HTTPError as error:
             self._classify(error)
-        except (TimeoutError, socket.timeout, urllib.error.URLError, ConnectionError, OSError) as error:
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
             raise ProviderUnavailable(f"SendGrid unreachable: {error}") from error
         headers = getattr(response, "headers", None) or {}
         message_id = headers.get("X-Message-Id") if hasattr(headers, "get") else None
@@ -144,7 +141,7 @@ class SendGridEmail:
             # No permission for suppressions, or an outage: the send itself will tell.
             log.warning("bounce check failed", status=error.status_code, reason=_reason(error))
             return
-        except (TimeoutError, socket.timeout, urllib.error.URLError, ConnectionError, OSError, ValueError) as error:
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError, ValueError) as error:
             log.warning("bounce check failed", error=str(error))
             return
         if isinstance(entries, list) and entries:

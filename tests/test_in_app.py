@@ -17,16 +17,43 @@ TOKEN = "s3cret-token"
 NOW = datetime.now(UTC)
 
 
-def status(case_id: str = "dunning-sub_1", *, stage: Stage = Stage.RETRYING, access: AccessState = AccessState.GRACE,
-           banner_template: str | None = "payment_failed", opened: datetime = NOW) -> CaseStatus:
-    invoice = InvoiceState(invoice_id="in_1", amount_due=4900, currency="usd", failed_at=opened,
-                           hosted_invoice_url="https://invoice.stripe.com/i/acct_1/test_1")
+def status(
+    case_id: str = "dunning-sub_1",
+    *,
+    stage: Stage = Stage.RETRYING,
+    access: AccessState = AccessState.GRACE,
+    banner_template: str | None = "payment_failed",
+    opened: datetime = NOW,
+) -> CaseStatus:
+    invoice = InvoiceState(
+        invoice_id="in_1",
+        amount_due=4900,
+        currency="usd",
+        failed_at=opened,
+        hosted_invoice_url="https://invoice.stripe.com/i/acct_1/test_1",
+    )
     return CaseStatus(
-        case_id=case_id, subscription_id="sub_1", customer_id="cus_1", policy="default", stage=stage, outcome=None,
-        access=access, opened_at=opened, amount_due=4900, currency="usd", outstanding_invoices=[invoice],
-        invoices=[invoice], decline_category=DeclineCategory.SOFT, attempts=[], notifications=[], timeline=[],
-        paused=False, pause_reason=None, grace_ends_at=opened + timedelta(days=14, hours=1),
-        next_action="retry the charge (1/6)", next_action_at=opened + timedelta(days=1),
+        case_id=case_id,
+        subscription_id="sub_1",
+        customer_id="cus_1",
+        policy="default",
+        stage=stage,
+        outcome=None,
+        access=access,
+        opened_at=opened,
+        amount_due=4900,
+        currency="usd",
+        outstanding_invoices=[invoice],
+        invoices=[invoice],
+        decline_category=DeclineCategory.SOFT,
+        attempts=[],
+        notifications=[],
+        timeline=[],
+        paused=False,
+        pause_reason=None,
+        grace_ends_at=opened + timedelta(days=14, hours=1),
+        next_action="retry the charge (1/6)",
+        next_action_at=opened + timedelta(days=1),
         banner_template=banner_template,
     )
 
@@ -77,8 +104,9 @@ def app(client: FakeClient) -> FastAPI:
     return app
 
 
-async def get(app: FastAPI, path: str = "/v1/customers/cus_1/dunning", token: str | None = TOKEN,
-              **headers: str) -> httpx.Response:
+async def get(
+    app: FastAPI, path: str = "/v1/customers/cus_1/dunning", token: str | None = TOKEN, **headers: str
+) -> httpx.Response:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
@@ -106,8 +134,15 @@ async def test_no_open_case(app: FastAPI, client: FakeClient) -> None:
     response = await get(app)
     assert response.status_code == 200
     assert response.json() == {
-        "open_case": False, "case_id": None, "stage": None, "message": None, "update_url": None,
-        "access_state": "active", "amount_due": None, "currency": None, "grace_ends_at": None,
+        "open_case": False,
+        "case_id": None,
+        "stage": None,
+        "message": None,
+        "update_url": None,
+        "access_state": "active",
+        "amount_due": None,
+        "currency": None,
+        "grace_ends_at": None,
     }
     assert client.queries == [
         'WorkflowType = "DunningWorkflow" AND ExecutionStatus = "Running" AND CustomerId = "cus_1"'
@@ -140,7 +175,10 @@ async def test_banner_rendered_from_the_stage_in_the_asked_language(app: FastAPI
 async def test_suspended_case_wins_over_a_newer_grace_case(app: FastAPI, client: FakeClient) -> None:
     client.cases["dunning-sub_new"] = status("dunning-sub_new", opened=NOW)
     client.cases["dunning-sub_old"] = status(
-        "dunning-sub_old", stage=Stage.SUSPENDED, access=AccessState.SUSPENDED, opened=NOW - timedelta(days=20),
+        "dunning-sub_old",
+        stage=Stage.SUSPENDED,
+        access=AccessState.SUSPENDED,
+        opened=NOW - timedelta(days=20),
         banner_template="suspended",
     )
     body = (await get(app)).json()

@@ -49,8 +49,14 @@ class NotifyRunner(CaseRunner):
             env.client,
             task_queue=self.task_queue,
             workflows=[DunningWorkflow],
-            activities=[pay.charge_invoice, pay.suspend_access, pay.restore_access, pay.cancel_subscription,
-                        pay.get_customer, notify.send_notification],
+            activities=[
+                pay.charge_invoice,
+                pay.suspend_access,
+                pay.restore_access,
+                pay.cancel_subscription,
+                pay.get_customer,
+                notify.send_notification,
+            ],
         )
 
 
@@ -68,8 +74,14 @@ async def advance_to_local(env, hour: int, minute: int, tz: ZoneInfo) -> datetim
 async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_env, tmp_path: Path) -> None:
     policy = make_policy(quiet_hours=["21:00", "08:00"], retry_after=["P20D"])
     async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3")) as runner:
-        runner.payments.add_customer("cus_de", name="Jonas Becker", email="jonas@example.de", phone="+4915112345678",
-                                     locale="de-DE", timezone="Europe/Berlin")
+        runner.payments.add_customer(
+            "cus_de",
+            name="Jonas Becker",
+            email="jonas@example.de",
+            phone="+4915112345678",
+            locale="de-DE",
+            timezone="Europe/Berlin",
+        )
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
         await advance_to_local(time_env, 22, 30, BERLIN)  # the failure arrives at 22:30 in Berlin
         case = await runner.open(policy=policy, customer_id="cus_de")
@@ -110,8 +122,10 @@ def webhook_app(store: SqliteConsentStore) -> FastAPI:
 async def text_back(app: FastAPI, phone: str, body: str) -> int:
     url = "http://api.test/webhooks/twilio/sms"
     form = {"From": phone, "To": "+15005550006", "Body": body, "MessageSid": "SMin", "AccountSid": TWILIO_SID}
-    headers = {"Content-Type": "application/x-www-form-urlencoded",
-               "X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(url, form)}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(url, form),
+    }
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as http:
         response = await http.post("/webhooks/twilio/sms", content=urllib.parse.urlencode(form), headers=headers)
     return response.status_code
@@ -135,8 +149,11 @@ async def test_stop_mid_case_ends_sms_for_this_case_and_the_next(time_env, tmp_p
         await case.wait_days(7)  # day 10.5: the first case's final notice, the second case's reminder
         assert [m.to for m in runner.outbox.messages if m.channel == "sms"] == [phone]  # nothing new
         final = [n for n in (await case.status()).notifications if n.template == "final_notice"]
-        assert {(n.channel.value, n.status) for n in final} == {("email", "sent"), ("sms", "skipped"),
-                                                                 ("in_app", "sent")}
+        assert {(n.channel.value, n.status) for n in final} == {
+            ("email", "sent"),
+            ("sms", "skipped"),
+            ("in_app", "sent"),
+        }
         assert next(n.reason for n in final if n.channel.value == "sms") == "customer opted out of SMS"
         reminder = [n for n in (await second.status()).notifications if n.template == "reminder"]
         assert {(n.channel.value, n.status) for n in reminder} == {("email", "sent"), ("sms", "skipped")}
@@ -154,15 +171,18 @@ async def test_sms_only_step_falls_back_to_email_when_twilio_cannot_reach_the_nu
     twilio = TwilioSms(TWILIO_SID, TWILIO_TOKEN, "+15005550006", api_base=httpserver.url_for(""), timeout=2)
     policy = make_policy(
         retry_after=["P20D"],
-        notify=[{"at": "PT0S", "channels": ["email"], "template": "payment_failed"},
-                {"at": "P3D", "channels": ["sms"], "template": "reminder"}],
+        notify=[
+            {"at": "PT0S", "channels": ["email"], "template": "payment_failed"},
+            {"at": "P3D", "channels": ["sms"], "template": "reminder"},
+        ],
     )
     async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3"), sms=twilio) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
         case = await runner.open(policy=policy, customer_id="cus_landline")
         await case.wait_days(3.5)
-        reminder = [(n.channel.value, n.status, n.step) for n in (await case.status()).notifications
-                    if n.template == "reminder"]
+        reminder = [
+            (n.channel.value, n.status, n.step) for n in (await case.status()).notifications if n.template == "reminder"
+        ]
         assert reminder == [("sms", "failed", "step-1"), ("email", "sent", "step-1-fallback")]
         sms_failure = next(n for n in (await case.status()).notifications if n.channel.value == "sms")
         assert "21614" in (sms_failure.reason or "")
@@ -173,9 +193,7 @@ async def test_sms_only_step_falls_back_to_email_when_twilio_cannot_reach_the_nu
         assert len([r for r, _ in httpserver.log]) == 1  # one SMS attempt: final, not retried
 
 
-async def test_no_message_once_the_invoice_is_paid_even_before_stripe_tells_the_case(
-    time_env, tmp_path: Path
-) -> None:
+async def test_no_message_once_the_invoice_is_paid_even_before_stripe_tells_the_case(time_env, tmp_path: Path) -> None:
     policy = make_policy(retry_after=["P20D"])
     async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3")) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
@@ -183,8 +201,11 @@ async def test_no_message_once_the_invoice_is_paid_even_before_stripe_tells_the_
         await case.wait_days(2)
         runner.payments.paid_invoices.add("in_1")  # paid at Stripe; the webhook is still on its way
         await case.wait_days(1.5)
-        reminder = [(n.channel.value, n.status, n.reason) for n in (await case.status()).notifications
-                    if n.template == "reminder"]
+        reminder = [
+            (n.channel.value, n.status, n.reason)
+            for n in (await case.status()).notifications
+            if n.template == "reminder"
+        ]
         assert reminder == [("email", "skipped", "invoice already paid"), ("sms", "skipped", "invoice already paid")]
         assert [m.subject for m in runner.outbox.messages] == ["We couldn't process your Pro payment"]
 
@@ -209,8 +230,9 @@ async def test_in_app_endpoint_reads_the_live_case(dev_env, tmp_path: Path) -> N
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
             body = {}
             for _ in range(50):  # visibility is eventually consistent
-                body = (await http.get(f"/v1/customers/{customer}/dunning",
-                                       headers={"Authorization": "Bearer token"})).json()
+                body = (
+                    await http.get(f"/v1/customers/{customer}/dunning", headers={"Authorization": "Bearer token"})
+                ).json()
                 if body.get("open_case") and body.get("message"):
                     break
                 await dev_env.sleep(timedelta(milliseconds=100))
@@ -219,5 +241,5 @@ async def test_in_app_endpoint_reads_the_live_case(dev_env, tmp_path: Path) -> N
             assert (body["stage"], body["access_state"]) == ("retrying", "grace")
             assert (body["amount_due"], body["currency"]) == (4900, "eur")
             assert body["message"].startswith("Your latest payment of €49.00 didn't go through.")
-            other = (await http.get("/v1/customers/cus_nobody/dunning", headers={"Authorization": "Bearer token"}))
+            other = await http.get("/v1/customers/cus_nobody/dunning", headers={"Authorization": "Bearer token"})
             assert other.json()["open_case"] is False

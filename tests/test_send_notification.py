@@ -26,17 +26,27 @@ from dunning.models import Channel, NotificationRequest
 SID = "AC00000000000000000000000000000001"
 MESSAGES = f"/2010-04-01/Accounts/{SID}/Messages.json"
 CONTEXT = {
-    "amount_due": 1990, "currency": "eur", "invoice_count": 1, "decline_category": "soft",
-    "decline_code": "insufficient_funds", "next_retry_at": "2026-11-24T08:00:00+00:00",
-    "grace_ends_at": "2026-12-05T08:00:00+00:00", "days_left": 11, "plan_name": "Pro", "access": "grace",
-    "timezone": "Europe/Berlin", "hosted_invoice_url": None,
+    "amount_due": 1990,
+    "currency": "eur",
+    "invoice_count": 1,
+    "decline_category": "soft",
+    "decline_code": "insufficient_funds",
+    "next_retry_at": "2026-11-24T08:00:00+00:00",
+    "grace_ends_at": "2026-12-05T08:00:00+00:00",
+    "days_left": 11,
+    "plan_name": "Pro",
+    "access": "grace",
+    "timezone": "Europe/Berlin",
+    "hosted_invoice_url": None,
 }
 
 
 @pytest.fixture
 def payments() -> SandboxPayments:
     payments = SandboxPayments()
-    payments.add_customer("cus_de", name="Jonas Becker", email="jonas@example.de", phone="+4915112345678", locale="de-DE")
+    payments.add_customer(
+        "cus_de", name="Jonas Becker", email="jonas@example.de", phone="+4915112345678", locale="de-DE"
+    )
     return payments
 
 
@@ -47,17 +57,25 @@ def consent(tmp_path: Path) -> SqliteConsentStore:
 
 @pytest.fixture
 def notify(httpserver: HTTPServer, payments, consent) -> NotificationActivities:
-    email = SendGridEmail("SG.key", "Acme Billing <billing@acme.example>", host=httpserver.url_for(""),
-                          check_bounces=False, timeout=2)
+    email = SendGridEmail(
+        "SG.key", "Acme Billing <billing@acme.example>", host=httpserver.url_for(""), check_bounces=False, timeout=2
+    )
     sms = TwilioSms(SID, "token", "+15005550006", api_base=httpserver.url_for(""), timeout=2)
-    return NotificationActivities(payments, email, sms, consent,
-                                  message_defaults={"company_name": "Acme", "support_email": None})
+    return NotificationActivities(
+        payments, email, sms, consent, message_defaults={"company_name": "Acme", "support_email": None}
+    )
 
 
 def request(channel: Channel, template: str = "reminder") -> NotificationRequest:
     return NotificationRequest(
-        case_id="dunning-sub_1", customer_id="cus_de", subscription_id="sub_1", channel=channel, template=template,
-        idempotency_key=f"dunning-sub_1/step-1/{channel}", invoice_ids=["in_1"], context=CONTEXT,
+        case_id="dunning-sub_1",
+        customer_id="cus_de",
+        subscription_id="sub_1",
+        channel=channel,
+        template=template,
+        idempotency_key=f"dunning-sub_1/step-1/{channel}",
+        invoice_ids=["in_1"],
+        context=CONTEXT,
     )
 
 
@@ -72,9 +90,17 @@ async def test_email_in_the_customer_language(httpserver: HTTPServer, notify) ->
     result = await run(notify, request(Channel.EMAIL))
     assert (result.status, result.provider_message_id) == ("sent", "sg-1")
     sent = json.loads(httpserver.log[0][0].data)
-    expected = render_message("reminder", Channel.EMAIL, {
-        **CONTEXT, "company_name": "Acme", "customer_name": "Jonas Becker",
-        "update_url": "https://billing.example.com/update/cus_de"}, "de-DE")
+    expected = render_message(
+        "reminder",
+        Channel.EMAIL,
+        {
+            **CONTEXT,
+            "company_name": "Acme",
+            "customer_name": "Jonas Becker",
+            "update_url": "https://billing.example.com/update/cus_de",
+        },
+        "de-DE",
+    )
     assert sent["personalizations"] == [{"to": [{"email": "jonas@example.de"}]}]
     assert sent["from"] == {"email": "billing@acme.example", "name": "Acme Billing"}
     assert sent["subject"] == "Erinnerung: Ihre Zahlung für Pro ist noch offen" == expected.subject
@@ -147,9 +173,14 @@ async def test_unknown_template_is_final(notify) -> None:
 
 def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> None:
     settings = Settings(
-        sendgrid_api_key="SG.x", sendgrid_api_host="http://127.0.0.1:1", twilio_account_sid=SID,
-        twilio_auth_token="t", twilio_from_number="+15005550006", twilio_api_base="http://127.0.0.1:1",
-        dunning_state_dir=tmp_path, dunning_company_name="Acme",
+        sendgrid_api_key="SG.x",
+        sendgrid_api_host="http://127.0.0.1:1",
+        twilio_account_sid=SID,
+        twilio_auth_token="t",
+        twilio_from_number="+15005550006",
+        twilio_api_base="http://127.0.0.1:1",
+        dunning_state_dir=tmp_path,
+        dunning_company_name="Acme",
     )
     activities = build_activities(settings)
     notify = next(a.__self__ for a in activities if getattr(a, "__name__", "") == "send_notification")

@@ -27,7 +27,10 @@ def no_bounces(httpserver: HTTPServer, to: str = TO) -> None:
 
 async def send(backend: SendGridEmail, key: str = "case-1:payment_failed:email") -> str:
     return await backend.send_email(
-        to=TO, subject="We couldn't process your Pro payment", text="Hi Anna,\n\ntext", html="<p>Hi Anna,</p>",
+        to=TO,
+        subject="We couldn't process your Pro payment",
+        text="Hi Anna,\n\ntext",
+        html="<p>Hi Anna,</p>",
         idempotency_key=key,
     )
 
@@ -92,8 +95,11 @@ async def test_connection_refused_is_retryable() -> None:
     ("status", "errors", "reason"),
     [
         (401, [{"message": "The provided authorization grant is invalid, expired, or revoked"}], "authorization"),
-        (403, [{"message": "The from address does not match a verified Sender Identity.", "field": "from"}],
-         "verified Sender Identity"),
+        (
+            403,
+            [{"message": "The from address does not match a verified Sender Identity.", "field": "from"}],
+            "verified Sender Identity",
+        ),
         (413, [{"message": "Payload too large"}], "too large"),
     ],
 )
@@ -116,7 +122,14 @@ async def test_invalid_address_is_unreachable(httpserver: HTTPServer, sendgrid) 
 
 async def test_bounced_address_is_unreachable_and_nothing_is_sent(httpserver: HTTPServer, sendgrid) -> None:
     httpserver.expect_request(f"/v3/suppression/bounces/{TO}", method="GET").respond_with_json(
-        [{"created": 1700000000, "email": TO, "reason": "550 5.1.1 The email account does not exist", "status": "5.1.1"}]
+        [
+            {
+                "created": 1700000000,
+                "email": TO,
+                "reason": "550 5.1.1 The email account does not exist",
+                "status": "5.1.1",
+            }
+        ]
     )
     with pytest.raises(RecipientUnreachable, match="does not exist"):
         await send(sendgrid)

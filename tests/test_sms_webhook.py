@@ -38,8 +38,16 @@ def app(store: SqliteConsentStore) -> FastAPI:
 
 def inbound(body: str, phone: str = PHONE) -> dict[str, str]:
     return {
-        "ToCountry": "US", "SmsMessageSid": "SM123", "NumMedia": "0", "SmsSid": "SM123", "SmsStatus": "received",
-        "Body": body, "To": "+15005550006", "MessageSid": "SM123", "AccountSid": ACCOUNT, "From": phone,
+        "ToCountry": "US",
+        "SmsMessageSid": "SM123",
+        "NumMedia": "0",
+        "SmsSid": "SM123",
+        "SmsStatus": "received",
+        "Body": body,
+        "To": "+15005550006",
+        "MessageSid": "SM123",
+        "AccountSid": ACCOUNT,
+        "From": phone,
         "ApiVersion": "2010-04-01",
     }
 
@@ -51,8 +59,9 @@ async def post(app: FastAPI, form: dict[str, str], signature: str | None = "sign
     if signature is not None:
         headers["X-Twilio-Signature"] = signature
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        return await client.post(url.removeprefix("http://testserver"), content=urllib.parse.urlencode(form),
-                                 headers=headers)
+        return await client.post(
+            url.removeprefix("http://testserver"), content=urllib.parse.urlencode(form), headers=headers
+        )
 
 
 async def test_stop_then_start_with_a_valid_signature(app: FastAPI, store: SqliteConsentStore) -> None:

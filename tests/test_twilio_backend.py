@@ -19,24 +19,51 @@ SID = "AC00000000000000000000000000000001"
 TOKEN = "twilio-test-token"
 FROM = "+15005550006"
 TO = "+15551234567"
-BODY = "Acme: reminder, your $49.00 payment is still open. Update your card: https://pay.acme.example/u/1 Reply STOP to opt out"
+BODY = (
+    "Acme: reminder, your $49.00 payment is still open. Update your card: https://pay.acme.example/u/1 "
+    "Reply STOP to opt out"
+)
 MESSAGES = f"/2010-04-01/Accounts/{SID}/Messages.json"
 
 
 def message(sid: str, body: str = BODY, status: str = "queued", created: datetime | None = None) -> dict:
     created = created or datetime.now(UTC)
     return {
-        "account_sid": SID, "api_version": "2010-04-01", "body": body, "date_created": created.strftime(
-            "%a, %d %b %Y %H:%M:%S +0000"), "date_sent": None, "date_updated": None, "direction": "outbound-api",
-        "error_code": None, "error_message": None, "from": FROM, "messaging_service_sid": None, "num_media": "0",
-        "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid, "status": status, "to": TO,
-        "uri": f"/2010-04-01/Accounts/{SID}/Messages/{sid}.json", "subresource_uris": {},
+        "account_sid": SID,
+        "api_version": "2010-04-01",
+        "body": body,
+        "date_created": created.strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        "date_sent": None,
+        "date_updated": None,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": FROM,
+        "messaging_service_sid": None,
+        "num_media": "0",
+        "num_segments": "1",
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": status,
+        "to": TO,
+        "uri": f"/2010-04-01/Accounts/{SID}/Messages/{sid}.json",
+        "subresource_uris": {},
     }
 
 
 def page(*messages: dict) -> dict:
-    return {"messages": list(messages), "end": len(messages), "first_page_uri": MESSAGES, "next_page_uri": None,
-            "page": 0, "page_size": 20, "previous_page_uri": None, "start": 0, "uri": MESSAGES}
+    return {
+        "messages": list(messages),
+        "end": len(messages),
+        "first_page_uri": MESSAGES,
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 20,
+        "previous_page_uri": None,
+        "start": 0,
+        "uri": MESSAGES,
+    }
 
 
 def twilio_error(code: int, text: str, status: int = 400) -> dict:
@@ -49,8 +76,11 @@ def twilio(httpserver: HTTPServer) -> TwilioSms:
 
 
 def posted(httpserver: HTTPServer) -> list[dict[str, str]]:
-    return [dict(urllib.parse.parse_qsl(r.get_data(as_text=True))) for r, _ in httpserver.log
-            if r.path == MESSAGES and r.method == "POST"]
+    return [
+        dict(urllib.parse.parse_qsl(r.get_data(as_text=True)))
+        for r, _ in httpserver.log
+        if r.path == MESSAGES and r.method == "POST"
+    ]
 
 
 async def test_sends_the_exact_request(httpserver: HTTPServer, twilio: TwilioSms) -> None:
@@ -140,6 +170,8 @@ async def test_timeout_is_retryable(httpserver: HTTPServer) -> None:
     [(401, 20003, "Authenticate"), (400, 21606, "The 'From' phone number provided is not a valid message-capable")],
 )
 async def test_other_client_errors_are_final_with_the_reason(httpserver, twilio, status, code, text) -> None:
-    httpserver.expect_request(MESSAGES, method="POST").respond_with_json(twilio_error(code, text, status), status=status)
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json(
+        twilio_error(code, text, status), status=status
+    )
     with pytest.raises(ProviderRejected, match=f"Twilio {code}"):
         await twilio.send_sms(to=TO, body=BODY, idempotency_key="k")
