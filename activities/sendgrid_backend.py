@@ -22,6 +22,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.parse
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -66,6 +67,20 @@ def _is_bad_recipient(error: HTTPError) -> bool:
     return False
 
 
+class RecentKeys(OrderedDict[str, str]):
+    """Idempotency key → provider message id for the most recent sends of this process (bounded)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 class SendGridEmail:
     """`EmailBackend` for SendGrid."""
 
@@ -87,7 +102,7 @@ class SendGridEmail:
         self.categories = categories
         self._client = SendGridAPIClient(api_key=api_key, host=(host or DEFAULT_HOST).rstrip("/"))
         self._client.client.timeout = timeout
-        self._sent: dict[str, str] = {}
+        self._sent = RecentKeys()
 
     # --- the protocol --------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from activities.backends import ProviderRejected, ProviderUnavailable, RecipientUnreachable
+from activities.sendgrid_backend import RecentKeys
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ class TwilioSms:
         self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         if api_base:
             self._client.api.base_url = api_base.rstrip("/")
-        self._sent: dict[str, str] = {}
+        self._sent = RecentKeys()
 
     async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
         if idempotency_key in self._sent:
@@ -107,7 +108,7 @@ class TwilioSms:
     def _send(self, to: str, body: str, since: datetime | None) -> str:
         try:
             if since is not None:
-                earlier = self._already_sent(to, body, since)
+                earlier = self._lookup_earlier(to, body, since)
                 if earlier:
                     log.info("sms already sent by an earlier attempt", sid=earlier)
                     return earlier
@@ -125,6 +126,22 @@ class TwilioSms:
             raise ProviderUnavailable(f"Twilio unreachable: {error}") from error
         except TwilioException as error:
             raise ProviderUnavailable(f"Twilio error: {error}") from error
+
+    def _lookup_earlier(self, to: str, body: str, since: datetime) -> str | None:
+        """The message an earlier attempt sent, if Twilio's log has it. An outage while looking
+        is retried like any outage; a refusal (e.g. a key without read access) only costs the
+        protection, not the message."""
+        try:
+            return self._already_sent(to, body, since)
+        except TwilioException as error:
+            # Pages fail as TwilioException("Unable to fetch page", response), single calls as
+            # TwilioRestException(status, ...): find the HTTP status either way.
+            response = error.args[1] if len(error.args) > 1 else None
+            status = int(getattr(error, "status", None) or getattr(response, "status_code", 0) or 0)
+            if status == 429 or status >= 500 or status == 0:
+                raise ProviderUnavailable(f"Twilio message log unavailable ({status or error})") from error
+            log.warning("cannot read Twilio's message log; sending without the duplicate check", status=status)
+            return None
 
     def _already_sent(self, to: str, body: str, since: datetime) -> str | None:
         wanted = _comparable(body, self.uses_service)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.messages import render_banner
+from activities.messages import UnknownTemplate, render_banner
 from activities.settings import Settings
 from dunning.models import OUTCOMES, AccessState, CaseStatus, Stage
 
@@ -128,7 +128,11 @@ def banner_for(status: CaseStatus, update_url: str | None, locale: str, now: dat
         else None,
         "update_url": update_url or "-",
     }
-    return render_banner(template, context, locale)
+    try:
+        return render_banner(template, context, locale)
+    except (UnknownTemplate, ValueError) as exc:
+        log.warning("cannot render the in-app banner", template=template, error=str(exc))
+        return None
 
 
 async def _open_cases(client: Client, customer_id: str) -> list[CaseStatus]:

@@ -202,3 +202,9 @@ async def test_customer_id_cannot_inject_into_the_query(app: FastAPI, client: Fa
     response = await get(app, path='/v1/customers/x" OR CustomerId != "/dunning')
     assert response.status_code == 422
     assert client.queries == []
+
+
+async def test_unknown_banner_template_gives_no_message_not_an_error(app: FastAPI, client: FakeClient) -> None:
+    client.cases["dunning-sub_1"] = status(banner_template="template_from_a_custom_policy")
+    response = await get(app)
+    assert response.status_code == 200 and response.json()["message"] is None

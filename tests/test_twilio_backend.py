@@ -175,3 +175,31 @@ async def test_other_client_errors_are_final_with_the_reason(httpserver, twilio,
     )
     with pytest.raises(ProviderRejected, match=f"Twilio {code}"):
         await twilio.send_sms(to=TO, body=BODY, idempotency_key="k")
+
+
+async def test_a_retry_without_read_access_still_sends(httpserver: HTTPServer, twilio: TwilioSms) -> None:
+    httpserver.expect_request(MESSAGES, method="GET").respond_with_json(
+        twilio_error(20003, "Permission denied", 403), status=403
+    )
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json(message("SMsent"), status=201)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2, scheduled_time=datetime.now(UTC))
+    assert await env.run(twilio.send_sms, to=TO, body=BODY, idempotency_key="k") == "SMsent"
+
+
+async def test_a_retry_during_an_outage_waits(httpserver: HTTPServer, twilio: TwilioSms) -> None:
+    httpserver.expect_request(MESSAGES, method="GET").respond_with_json(twilio_error(20500, "oops", 500), status=500)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2, scheduled_time=datetime.now(UTC))
+    with pytest.raises(ProviderUnavailable):
+        await env.run(twilio.send_sms, to=TO, body=BODY, idempotency_key="k")
+    assert posted(httpserver) == []
+
+
+def test_remembered_keys_are_bounded() -> None:
+    from activities.sendgrid_backend import RecentKeys
+
+    keys = RecentKeys(limit=3)
+    for i in range(5):
+        keys[f"k{i}"] = f"m{i}"
+    assert list(keys) == ["k2", "k3", "k4"]
