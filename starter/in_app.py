@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -69,7 +71,9 @@ def get_api_token() -> str | None:
 
 
 class UpdateLink(Protocol):
-    def __call__(self, customer_id: str, status: CaseStatus) -> str | None: ...
+    """Sync or async: `(customer_id, status) -> url`; e.g. the payments backend's `update_link`."""
+
+    def __call__(self, customer_id: str, status: CaseStatus) -> str | None | Awaitable[str | None]: ...
 
 
 def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
@@ -171,6 +175,8 @@ async def customer_dunning(
     # Several subscriptions in dunning: show the one that matters most (suspended first, then oldest).
     case = sorted(cases, key=lambda s: (-SEVERITY.get(s.access, 0), s.opened_at))[0]
     url = update_link(customer_id, case)
+    if inspect.isawaitable(url):
+        url = await url
     return DunningView(
         open_case=True,
         case_id=case.case_id,

@@ -208,3 +208,13 @@ async def test_unknown_banner_template_gives_no_message_not_an_error(app: FastAP
     client.cases["dunning-sub_1"] = status(banner_template="template_from_a_custom_policy")
     response = await get(app)
     assert response.status_code == 200 and response.json()["message"] is None
+
+
+async def test_update_link_can_come_from_an_async_payments_backend(app: FastAPI, client: FakeClient) -> None:
+    client.cases["dunning-sub_1"] = status()
+
+    async def portal_link(customer_id: str, case: CaseStatus) -> str:
+        return f"https://billing.example.com/portal/{customer_id}?invoice={case.outstanding_invoices[0].invoice_id}"
+
+    app.dependency_overrides[in_app.get_update_link] = lambda: portal_link
+    assert (await get(app)).json()["update_url"] == "https://billing.example.com/portal/cus_1?invoice=in_1"
