@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import structlog
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -55,8 +55,12 @@ _client: Client | None = None
 _client_lock = asyncio.Lock()
 
 
-async def get_temporal_client() -> Client:
-    """One shared client per process, connected on first use (envconfig conventions)."""
+async def get_temporal_client(request: Request) -> Client:
+    """The app's shared client when the app has one (`app.state.temporal`, a gateway with
+    `async client()`, as `starter.api` sets up), else one per process, connected on first use."""
+    gateway = getattr(request.app.state, "temporal", None)
+    if gateway is not None and hasattr(gateway, "client"):
+        return await gateway.client()
     global _client
     async with _client_lock:
         if _client is None:
@@ -66,8 +70,14 @@ async def get_temporal_client() -> Client:
     return _client
 
 
-def get_api_token() -> str | None:
-    return Settings().dunning_api_token
+def app_settings(request: Request) -> Settings:
+    """The app's settings (`app.state.settings`) when it has them, else from the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+def get_api_token(request: Request) -> str | None:
+    return app_settings(request).dunning_api_token
 
 
 class UpdateLink(Protocol):

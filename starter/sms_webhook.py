@@ -76,8 +76,11 @@ def get_phone_directory() -> PhoneDirectory:
     return _default_store()
 
 
-def get_twilio_webhook_config() -> TwilioWebhookConfig:
-    settings = Settings()
+def get_twilio_webhook_config(request: Request) -> TwilioWebhookConfig:
+    """From the app's settings (`app.state.settings`) when it has them, else the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    if not isinstance(settings, Settings):
+        settings = Settings()
     return TwilioWebhookConfig(
         auth_token=settings.twilio_auth_token,
         account_sid=settings.twilio_account_sid,

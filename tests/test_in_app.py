@@ -218,3 +218,19 @@ async def test_update_link_can_come_from_an_async_payments_backend(app: FastAPI,
 
     app.dependency_overrides[in_app.get_update_link] = lambda: portal_link
     assert (await get(app)).json()["update_url"] == "https://billing.example.com/portal/cus_1?invoice=in_1"
+
+
+async def test_uses_the_apps_own_temporal_gateway_and_settings(client: FakeClient) -> None:
+    """Inside starter.api the app holds settings and a Temporal gateway: no overrides needed."""
+
+    class Gateway:
+        async def client(self) -> FakeClient:
+            return client
+
+    app = FastAPI()
+    app.include_router(in_app.router)
+    app.state.temporal = Gateway()
+    app.state.settings = in_app.Settings(dunning_api_token=TOKEN)
+    client.cases["dunning-sub_1"] = status()
+    assert (await get(app)).json()["case_id"] == "dunning-sub_1"
+    assert (await get(app, token="nope")).status_code == 401

@@ -145,3 +145,17 @@ async def test_public_url_behind_a_proxy(app: FastAPI, store: SqliteConsentStore
     signature = RequestValidator(TOKEN).compute_signature("https://dunning.example.com/webhooks/twilio/sms", form)
     assert (await post(app, form, signature=signature)).status_code == 200
     assert await store.sms_opted_out("cus_1")
+
+
+async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore) -> None:
+    from activities.settings import Settings
+
+    app = FastAPI()
+    app.include_router(sms_webhook.router)
+    app.state.settings = Settings(twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT)
+    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
+    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
+    await store.remember_sms_recipient("cus_1", PHONE)
+    assert (await post(app, inbound("STOP"))).status_code == 200
+    assert await store.sms_opted_out("cus_1")
+    assert (await post(app, inbound("START"), signature="bad")).status_code == 403
