@@ -20,6 +20,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Protocol
 
 import structlog
@@ -62,25 +63,29 @@ def keyword_action(body: str) -> bool | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def _default_store() -> SqliteConsentStore:
-    return SqliteConsentStore(consent_path(Settings()))
+def _settings(request: Request) -> Settings:
+    """The app's settings (`app.state.settings`) when it has them, else the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
 
 
-def get_consent_store() -> WritableConsent:
-    return _default_store()
+@lru_cache(maxsize=8)
+def _store(path: Path) -> SqliteConsentStore:
+    return SqliteConsentStore(path)
 
 
-def get_phone_directory() -> PhoneDirectory:
+def get_consent_store(request: Request) -> WritableConsent:
+    """The worker's consent file (`$DUNNING_STATE_DIR/consent.sqlite3`)."""
+    return _store(consent_path(_settings(request)))
+
+
+def get_phone_directory(request: Request) -> PhoneDirectory:
     """Numbers we have texted (recorded by the worker in the same consent file)."""
-    return _default_store()
+    return _store(consent_path(_settings(request)))
 
 
 def get_twilio_webhook_config(request: Request) -> TwilioWebhookConfig:
-    """From the app's settings (`app.state.settings`) when it has them, else the environment."""
-    settings = getattr(request.app.state, "settings", None)
-    if not isinstance(settings, Settings):
-        settings = Settings()
+    settings = _settings(request)
     return TwilioWebhookConfig(
         auth_token=settings.twilio_auth_token,
         account_sid=settings.twilio_account_sid,

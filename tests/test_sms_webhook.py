@@ -159,3 +159,18 @@ async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore)
     assert (await post(app, inbound("STOP"))).status_code == 200
     assert await store.sms_opted_out("cus_1")
     assert (await post(app, inbound("START"), signature="bad")).status_code == 403
+
+
+async def test_default_store_is_the_workers_consent_file(tmp_path: Path) -> None:
+    """No overrides: the webhook writes $DUNNING_STATE_DIR/consent.sqlite3, which the worker reads."""
+    from activities.factory import build_activities
+    from activities.settings import Settings
+
+    settings = Settings(twilio_auth_token=TOKEN, dunning_sms="sandbox", dunning_state_dir=tmp_path)
+    notify = next(a.__self__ for a in build_activities(settings) if a.__name__ == "send_notification")
+    await notify.consent.remember_sms_recipient("cus_1", PHONE)  # the worker texted this number
+    app = FastAPI()
+    app.include_router(sms_webhook.router)
+    app.state.settings = settings
+    assert (await post(app, inbound("STOP"))).status_code == 200
+    assert await notify.consent.sms_opted_out("cus_1")
