@@ -69,6 +69,7 @@ def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBack
         settings.dunning_email_from,
         host=settings.sendgrid_api_host,
         timeout=settings.dunning_provider_timeout,
+        reply_to=settings.dunning_support_email,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail
+from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, ReplyTo
 
 from activities.backends import ProviderRejected, ProviderUnavailable, RecipientUnreachable
 
@@ -93,6 +93,7 @@ class SendGridEmail:
         timeout: float = 10.0,
         check_bounces: bool = True,
         categories: tuple[str, ...] = ("dunning",),
+        reply_to: str | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("SENDGRID_API_KEY is required for the sendgrid email backend")
@@ -100,6 +101,7 @@ class SendGridEmail:
         self.timeout = timeout
         self.check_bounces = check_bounces
         self.categories = categories
+        self.reply_to = reply_to  # the messages say "just reply to this email": replies reach support
         self._client = SendGridAPIClient(api_key=api_key, host=(host or DEFAULT_HOST).rstrip("/"))
         self._client.client.timeout = timeout
         self._sent = RecentKeys()
@@ -128,6 +130,8 @@ class SendGridEmail:
         )
         mail.custom_arg = CustomArg("idempotency_key", idempotency_key)
         mail.header = Header(IDEMPOTENCY_HEADER, idempotency_key)
+        if self.reply_to:
+            mail.reply_to = ReplyTo(self.reply_to)
         for category in self.categories:
             mail.category = Category(category)
         return mail

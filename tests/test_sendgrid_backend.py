@@ -146,3 +146,14 @@ async def test_bounce_check_failure_does_not_block_the_send(httpserver: HTTPServ
     assert await send(sendgrid) == "m-2"
     sent = json.loads([r for r, _ in httpserver.log if r.path == "/v3/mail/send"][0].data)
     assert sent["personalizations"][0]["to"] == [{"email": TO}]
+
+
+async def test_replies_go_to_support(httpserver: HTTPServer) -> None:
+    backend = SendGridEmail(
+        KEY, "billing@acme.example", host=httpserver.url_for(""), check_bounces=False, reply_to="help@acme.example"
+    )
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_response(Response(status=202))
+    await send(backend)
+    sent = json.loads(httpserver.log[0][0].data)
+    assert sent["reply_to"] == {"email": "help@acme.example"}
+    assert sent["from"] == {"email": "billing@acme.example"}
