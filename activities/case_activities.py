@@ -18,6 +18,7 @@ from activities.backends import (
     PaymentsBackend,
     ProviderRejected,
     ProviderUnavailable,
+    RecipientOptedOut,
     RecipientUnreachable,
     SmsBackend,
 )
@@ -144,6 +145,9 @@ class NotificationActivities:
                     idempotency_key=request.idempotency_key,
                 )
         except RecipientUnreachable as exc:
+            if isinstance(exc, RecipientOptedOut):
+                # Twilio knows of a STOP we missed (webhook down, number not mapped): keep it for good.
+                await self.consent.set_sms_opt_out(request.customer_id, True, source="provider:opted_out")
             return NotificationResult(
                 channel=channel,
                 status="failed",

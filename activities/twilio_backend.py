@@ -35,7 +35,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from activities.backends import ProviderRejected, ProviderUnavailable, RecipientUnreachable
+from activities.backends import ProviderRejected, ProviderUnavailable, RecipientOptedOut, RecipientUnreachable
 from activities.sendgrid_backend import RecentKeys
 
 log = structlog.get_logger(__name__)
@@ -163,6 +163,8 @@ class TwilioSms:
     def _classify(error: TwilioRestException) -> None:
         status, code, text = int(error.status), error.code, error.msg
         reason = f"Twilio {code or status}: {text}"
+        if code == 21610:
+            raise RecipientOptedOut(f"{UNREACHABLE_CODES[code]} ({reason})") from error
         if code in UNREACHABLE_CODES:
             raise RecipientUnreachable(f"{UNREACHABLE_CODES[code]} ({reason})") from error
         if status == 429 or status >= 500 or code == 20429:

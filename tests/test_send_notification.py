@@ -130,13 +130,15 @@ async def test_opted_out_customer_gets_no_sms_and_falls_back_to_email(httpserver
     assert httpserver.log == []
 
 
-async def test_twilio_opt_out_error_falls_back_to_email(httpserver: HTTPServer, notify) -> None:
+async def test_twilio_opt_out_error_falls_back_to_email_and_is_remembered(httpserver, notify, consent) -> None:
     httpserver.expect_request(MESSAGES, method="POST").respond_with_json(
         {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}, status=400
     )
     result = await run(notify, request(Channel.SMS))
     assert (result.status, result.fallback_channel) == ("failed", Channel.EMAIL)
     assert "21610" in (result.reason or "")
+    assert await consent.sms_opted_out("cus_de")  # the next SMS is not even tried
+    assert [source for _, source, _ in await consent.history("cus_de")] == ["provider:opted_out"]
 
 
 async def test_nothing_goes_out_once_the_invoice_is_paid(httpserver: HTTPServer, notify, payments) -> None:
@@ -187,3 +189,12 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
     assert isinstance(notify.email, SendGridEmail) and isinstance(notify.sms, TwilioSms)
     assert isinstance(notify.consent, SqliteConsentStore) and notify.consent.path == tmp_path / "consent.sqlite3"
     assert notify.message_defaults == {"company_name": "Acme"}
+
+
+async def test_a_bad_number_does_not_count_as_an_opt_out(httpserver: HTTPServer, notify, consent) -> None:
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json(
+        {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}, status=400
+    )
+    result = await run(notify, request(Channel.SMS))
+    assert (result.status, result.fallback_channel) == ("failed", Channel.EMAIL)
+    assert not await consent.sms_opted_out("cus_de")
