@@ -464,7 +464,14 @@ class DunningWorkflow:
             s.access = AccessState.ACTIVE
             s.banner_template = None
             await self._close(Stage.RECOVERED)
-            await self._send_event("recovered", settled=True)
+            # A thank-you is for a customer we wrote to. Events come out of order (the invoice paid
+            # by hand before Stripe's older `payment_failed` reached us): then nothing was sent,
+            # and nothing should be.
+            told = any(n.status == "sent" for n in s.notifications)
+            if told or not workflow.patched("thanks-only-after-a-message"):
+                await self._send_event("recovered", settled=True)
+            else:
+                self._log("message_skipped", "recovered: the customer had not been told of a problem")
         else:
             await self._close(Stage.WRITTEN_OFF)
 
