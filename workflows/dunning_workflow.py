@@ -350,6 +350,21 @@ class DunningWorkflow:
         self, channel: Channel, template: str, step_id: str, ladder_channels: list[Channel], settled: bool = False
     ) -> None:
         s = self.state
+        if not settled and not self._open_invoices() and workflow.patched("no-ladder-message-once-paid"):
+            # Paid while an earlier channel of this step was being sent (invoice.paid between the
+            # e-mail and the SMS): the activity would get no invoice to re-check, so stop here.
+            s.notifications.append(
+                NotificationRecord(
+                    at=workflow.now(),
+                    template=template,
+                    channel=channel,
+                    status="skipped",
+                    reason="invoice already paid",
+                    step=step_id,
+                )
+            )
+            self._log("message_skipped", f"{channel} '{template}': invoice already paid")
+            return
         if channel is Channel.IN_APP:
             s.banner_template = template
         request = NotificationRequest(
