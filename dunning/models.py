@@ -32,6 +32,8 @@ class Stage(StrEnum):
     CLOSED_BY_CUSTOMER = "closed_by_customer"
 
 
+MAX_AMOUNT = 10**12 - 1  # minor units; Stripe allows at most 12 digits
+
 OUTCOMES = frozenset({Stage.RECOVERED, Stage.CANCELED, Stage.WRITTEN_OFF, Stage.CLOSED_BY_CUSTOMER})
 
 
@@ -61,8 +63,10 @@ class PaymentFailed(_Model):
     """`invoice.payment_failed`: an invoice of the subscription could not be paid."""
 
     invoice_id: str
-    amount_due: int = Field(ge=0, description="minor units")
-    currency: str = Field(min_length=3, max_length=3)
+    # Bounded like Stripe's amounts (at most 12 digits), so the case's AmountDue search attribute
+    # (a 64-bit integer) always takes it; an ISO 4217 code, as Stripe sends it.
+    amount_due: int = Field(ge=0, le=MAX_AMOUNT, description="minor units")
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     customer_id: str | None = None
     subscription_id: str | None = None
     failure_code: str | None = None

@@ -193,3 +193,19 @@ def test_messages_respect_the_gap_and_sms_never_lands_in_quiet_hours(ladder, gap
         last = at
     for earlier, later in itertools.pairwise(sent_at):
         assert later - earlier >= gap
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("amount_due", 2**63), ("amount_due", 10**12), ("amount_due", -1), ("currency", "€€€"), ("currency", "eu")],
+)
+def test_a_payment_failure_with_an_impossible_amount_or_currency_is_refused(field, value):
+    """Found by fuzzing the webhook: 2**63 reached the AmountDue search attribute (a 500), and a
+    three-character non-ISO currency opened a case."""
+    from pydantic import ValidationError
+
+    from dunning.models import PaymentFailed
+
+    with pytest.raises(ValidationError):
+        PaymentFailed(**{"invoice_id": "in_1", "amount_due": 4900, "currency": "eur", field: value})
+    assert PaymentFailed(invoice_id="in_1", amount_due=10**12 - 1, currency="JPY").amount_due == 10**12 - 1
