@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import structlog
 
+from activities.backends import PaymentsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from activities.settings import Settings
+from activities.stripe_backend import StripePayments
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +27,11 @@ def build_activities(settings: Settings) -> list[object]:
         sms=sms_kind,
         note="sandbox means nothing leaves this machine" if "sandbox" in (payments_kind, email_kind, sms_kind) else "",
     )
-    payments = SandboxPayments()
+    payments: PaymentsBackend
+    if payments_kind == "stripe":
+        payments = StripePayments.from_settings(settings)
+    else:
+        payments = SandboxPayments()
     outbox = SandboxOutbox()
     consent = MemoryConsentStore()
     payment_activities = PaymentActivities(payments)
