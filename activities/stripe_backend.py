@@ -140,9 +140,7 @@ class StripePayments:
         except stripe.StripeError as exc:
             status = exc.http_status or 0
             if status >= 500 or status in (0, 408, 409, 429):
-                raise ProviderUnavailable(
-                    f"Stripe unavailable while {what}: HTTP {status or 'no response'}"
-                ) from exc
+                raise ProviderUnavailable(f"Stripe unavailable while {what}: HTTP {status or 'no response'}") from exc
             raise ProviderRejected(
                 f"Stripe rejected the request while {what} (HTTP {status}): {_redact(str(exc))}"
             ) from exc
@@ -179,7 +177,9 @@ class StripePayments:
             paid = await self._call(
                 f"paying invoice {invoice_id}",
                 lambda: self.client.v1.invoices.pay_async(
-                    invoice_id, params, {"idempotency_key": request.idempotency_key}  # type: ignore[arg-type]
+                    invoice_id,
+                    params,
+                    {"idempotency_key": request.idempotency_key},  # type: ignore[arg-type]
                 ),
                 card_errors=True,
             )
@@ -326,7 +326,8 @@ class StripePayments:
         await self._call(
             f"canceling subscription {sid}",
             lambda: self.client.v1.subscriptions.cancel_async(
-                sid, {"cancellation_details": {"comment": request.reason[:500]}}  # type: ignore[arg-type]
+                sid,
+                {"cancellation_details": {"comment": request.reason[:500]}},  # type: ignore[arg-type]
             ),
         )
         log.info("stripe subscription canceled", subscription_id=sid)

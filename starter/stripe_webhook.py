@@ -1,12 +1,12 @@
 """`POST /webhooks/stripe`: Stripe events become signals to the cases.
 
-| event | does |
-|---|---|
-| `invoice.payment_failed` | signal-with-start `payment_failed` on `dunning-{subscription}` |
-| `invoice.paid`, `invoice.payment_succeeded` | `invoice_paid` to that case |
-| `payment_method.attached`, `payment_method.automatically_updated`, `customer.source.updated`, `customer.updated` (default payment method changed) | `card_updated` on every open case of the customer |
-| `customer.subscription.deleted` | `subscription_canceled` to that case |
-| anything else | 2xx, ignored |
+- `invoice.payment_failed` → signal-with-start `payment_failed` on `dunning-{subscription}`
+- `invoice.paid`, `invoice.payment_succeeded` → `invoice_paid` to that case
+- `payment_method.attached`, `payment_method.automatically_updated`, `customer.source.updated`,
+  `customer.updated` (default payment method changed) → `card_updated` on every open case of
+  the customer (found by the `CustomerId` search attribute)
+- `customer.subscription.deleted` → `subscription_canceled` to that case
+- anything else → 2xx, ignored
 
 The answer is 2xx only once Temporal holds the signal, 503 when it could not be reached
 (Stripe retries), 400 for a bad signature or body. Every signal carries the Stripe event id,
@@ -75,10 +75,7 @@ def workflow_id(subscription_id: str) -> str:
 
 
 def open_cases_query(customer_id: str) -> str:
-    return (
-        f'WorkflowType = "{WORKFLOW_TYPE}" AND ExecutionStatus = "Running" '
-        f'AND CustomerId = "{customer_id}"'
-    )
+    return f'WorkflowType = "{WORKFLOW_TYPE}" AND ExecutionStatus = "Running" AND CustomerId = "{customer_id}"'
 
 
 class BadEvent(ValueError):
@@ -264,8 +261,12 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
         if described.status != WorkflowExecutionStatus.RUNNING:
             opened_by = await described.memo_value("invoice_id", None)
             if opened_by == invoice_id:
-                log.info("redelivered failure of a closed case ignored", workflow_id=wid, invoice_id=invoice_id,
-                         run_id=described.run_id)
+                log.info(
+                    "redelivered failure of a closed case ignored",
+                    workflow_id=wid,
+                    invoice_id=invoice_id,
+                    run_id=described.run_id,
+                )
                 return Outcome("ignored", f"case {wid} for {invoice_id} already closed", [wid])
 
     policy = choose_policy(get_policies(request), action.requested_policy)
@@ -290,13 +291,17 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
         memo={"invoice_id": invoice_id, "opened_by_event": payload.event_id},
         static_summary=summary,
         static_details=(
-            f"Opened by Stripe event `{payload.event_id}`: invoice `{invoice_id}` failed.\n"
-            f"Policy `{policy.name}`."
+            f"Opened by Stripe event `{payload.event_id}`: invoice `{invoice_id}` failed.\nPolicy `{policy.name}`."
         ),
         rpc_timeout=timeout,
     )
-    log.info("payment_failed delivered", workflow_id=wid, run_id=handle.result_run_id,
-             invoice_id=invoice_id, policy=policy.name)
+    log.info(
+        "payment_failed delivered",
+        workflow_id=wid,
+        run_id=handle.result_run_id,
+        invoice_id=invoice_id,
+        policy=policy.name,
+    )
     return Outcome("signal_with_start", f"payment_failed → {wid} (policy {policy.name})", [wid])
 
 
@@ -419,14 +424,29 @@ async def stripe_webhook(request: Request) -> JSONResponse:
                 outcome = await _deliver(action, request)
         except Exception as exc:
             if is_transient(exc):
-                log.warning("temporal unavailable: stripe will retry", event_id=event_id, type=event_type,
-                            error=type(exc).__name__)
+                log.warning(
+                    "temporal unavailable: stripe will retry",
+                    event_id=event_id,
+                    type=event_type,
+                    error=type(exc).__name__,
+                )
                 return _refuse(503, "temporal unavailable, retry later", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
             # No traceback: a rendered traceback with locals would print the webhook secret.
-            log.error("stripe event not delivered", event_id=event_id, type=event_type,
-                      error=type(exc).__name__, detail=str(exc)[:300])
+            log.error(
+                "stripe event not delivered",
+                event_id=event_id,
+                type=event_type,
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+            )
             return _refuse(500, f"could not deliver the event: {type(exc).__name__}")
     return JSONResponse(
-        {"received": True, "event_id": event_id, "type": event_type, "action": outcome.action,
-         "detail": outcome.detail, "cases": outcome.cases}
+        {
+            "received": True,
+            "event_id": event_id,
+            "type": event_type,
+            "action": outcome.action,
+            "detail": outcome.detail,
+            "cases": outcome.cases,
+        }
     )

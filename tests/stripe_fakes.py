@@ -352,8 +352,9 @@ class FakeStripe:
         key = seen.idempotency_key
         if key and key in self._replays:
             status, body = self._replays[key]
-            return Response(body, status=status, content_type="application/json",
-                            headers={"Idempotent-Replayed": "true"})
+            return Response(
+                body, status=status, content_type="application/json", headers={"Idempotent-Replayed": "true"}
+            )
         invoice_id = request.path.split("/")[3]
         if invoice_id not in self.invoices:
             return self._missing("invoice", invoice_id)

