@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import stripe
 import structlog
+from pydantic import BaseModel
 
 from activities.backends import Contact, ProviderRejected, ProviderUnavailable
 from dunning.declines import classify_decline
@@ -71,6 +72,16 @@ def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
+class FailureDetails(BaseModel):
+    """Why Stripe's own attempt at an invoice failed: the PaymentIntent's `last_payment_error`."""
+
+    code: str | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
+    message: str | None = None
+    payment_method_id: str | None = None
+
+
 class StripePayments:
     """`PaymentsBackend` on Stripe Billing.
 
@@ -102,11 +113,12 @@ class StripePayments:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> StripePayments:
+    def from_settings(cls, settings: Any, **options: Any) -> StripePayments:
         return cls(
             settings.stripe_api_key or "",
             api_base=settings.stripe_api_base,
             portal_return_url=getattr(settings, "stripe_portal_return_url", None),
+            **options,
         )
 
     # --- error translation ----------------------------------------------------------
@@ -262,6 +274,35 @@ class StripePayments:
             category=category.value,
         )
         return result
+
+    async def failure_details(self, invoice_id: str) -> FailureDetails | None:
+        """The decline behind `invoice.payment_failed`, which the event itself does not carry.
+
+        Read from the invoice's payments (current API: `payments.data.payment.payment_intent`),
+        newest first; None when no payment on the invoice has an error.
+        """
+        invoice = _plain(
+            await self._call(
+                f"reading why invoice {invoice_id} failed",
+                lambda: self.client.v1.invoices.retrieve_async(
+                    invoice_id,
+                    {"expand": ["payments.data.payment.payment_intent"]},  # type: ignore[arg-type]
+                ),
+            )
+        )
+        payments = (invoice.get("payments") or {}).get("data") or []
+        for payment in sorted(payments, key=lambda p: p.get("created") or 0, reverse=True):
+            intent = (payment.get("payment") or {}).get("payment_intent")
+            error = intent.get("last_payment_error") if isinstance(intent, dict) else None
+            if isinstance(error, dict) and (error.get("code") or error.get("decline_code")):
+                return FailureDetails(
+                    code=error.get("code"),
+                    decline_code=error.get("decline_code"),
+                    advice_code=error.get("advice_code"),
+                    message=error.get("message"),
+                    payment_method_id=_id(error.get("payment_method")),
+                )
+        return None
 
     async def invoice_is_open(self, invoice_id: str) -> bool:
         try:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.settings import Settings
+from activities.stripe_backend import StripePayments
 from dunning.policy import load_policies
 from starter import stripe_webhook
 from starter.deps import (
@@ -100,6 +101,7 @@ def create_app(
     webhook_tolerance_seconds: int = stripe_webhook.DEFAULT_TOLERANCE_SECONDS,
     rpc_timeout: timedelta = RPC_TIMEOUT,
     visibility_rechecks: tuple[float, ...] = (0.5, 1.5),
+    failure_lookup: stripe_webhook.FailureLookup | None = None,
 ) -> FastAPI:
     """The API. Policies are loaded (and validated) here, once: a bad policy file stops the start.
 
@@ -107,7 +109,8 @@ def create_app(
     contract's `connect()` (TEMPORAL_ADDRESS, …), called on first use and kept. `rpc_timeout`
     bounds each Temporal call (a webhook gets twice that before it answers 503);
     `visibility_rechecks` are the pauses before listing a customer's open cases again when the
-    first listing found none (visibility lags a just-started case).
+    first listing found none (visibility lags a just-started case). `failure_lookup` tells why
+    an invoice failed (the event does not); by default Stripe is asked when its key is set.
     """
     settings = settings or Settings()
     policies = load_policies(settings.dunning_policy_dir)
@@ -118,6 +121,11 @@ def create_app(
     app.state.webhook_tolerance_seconds = webhook_tolerance_seconds
     app.state.rpc_timeout = rpc_timeout
     app.state.visibility_rechecks = visibility_rechecks
+    if failure_lookup is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:
+        failure_lookup = StripePayments.from_settings(
+            settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
+        ).failure_details
+    app.state.failure_lookup = failure_lookup
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(TemporalUnavailable)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.stripe_backend import FailureDetails
 from dunning.models import (
     CardUpdated,
     DunningInput,
@@ -68,6 +70,10 @@ CARD_EVENTS = frozenset(
     }
 )
 _STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
+#: How long a webhook waits for Stripe to say why an invoice failed.
+FAILURE_LOOKUP_SECONDS = 3.0
+
+FailureLookup = Callable[[str], Awaitable[FailureDetails | None]]
 
 
 def workflow_id(subscription_id: str) -> str:
@@ -157,6 +163,10 @@ def plan(event: dict[str, Any]) -> Action:
         subscription_id, metadata = _invoice_subscription(obj)
         if subscription_id is None:
             return Ignore("invoice is not for a subscription")
+        if obj.get("billing_reason") == "subscription_create":
+            # The first payment of a new subscription fails while the customer is signing up,
+            # on-session: Stripe's checkout handles it. Dunning is for renewals.
+            return Ignore("first invoice of a new subscription, not a renewal")
         subscription_id = _stripe_id(subscription_id, "the invoice's subscription")
         customer_id = _stripe_id(obj.get("customer"), "invoice.customer")
         try:
@@ -270,7 +280,7 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
                 return Outcome("ignored", f"case {wid} for {invoice_id} already closed", [wid])
 
     policy = choose_policy(get_policies(request), action.requested_policy)
-    payload = action.payload
+    payload = await _with_decline(action.payload, request)
     summary = f"{action.customer_id} · {money(payload.amount_due, payload.currency)} · {action.subscription_id}"
     handle = await client.start_workflow(
         WORKFLOW_TYPE,
@@ -303,6 +313,35 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
         policy=policy.name,
     )
     return Outcome("signal_with_start", f"payment_failed → {wid} (policy {policy.name})", [wid])
+
+
+async def _with_decline(payload: PaymentFailed, request: Request) -> PaymentFailed:
+    """The event says that the invoice failed, not why: ask Stripe for the decline, so that a hard
+    decline is never retried on the same card. Best effort: without it the case still opens."""
+    lookup: FailureLookup | None = request.app.state.failure_lookup
+    if lookup is None or payload.decline_code or payload.failure_code:
+        return payload
+    try:
+        async with asyncio.timeout(FAILURE_LOOKUP_SECONDS):
+            details = await lookup(payload.invoice_id)
+    except Exception as exc:
+        log.warning(
+            "decline details unavailable; the case opens without them",
+            invoice_id=payload.invoice_id,
+            error=type(exc).__name__,
+        )
+        return payload
+    if details is None:
+        return payload
+    return payload.model_copy(
+        update={
+            "failure_code": details.code,
+            "decline_code": details.decline_code,
+            "advice_code": details.advice_code,
+            "message": details.message,
+            "payment_method_id": details.payment_method_id or payload.payment_method_id,
+        }
+    )
 
 
 async def _signal_case(client: Client, action: SignalCase, timeout: timedelta) -> Outcome:

@@ -54,6 +54,7 @@ def invoice(
     subscription_metadata: dict[str, str] | None = None,
     hosted_invoice_url: str | None = "https://invoice.stripe.com/i/acct_test/in_test_1",
     default_payment_method: str | None = None,
+    billing_reason: str = "subscription_cycle",
 ) -> dict[str, Any]:
     inv = resource(
         "invoice",
@@ -65,7 +66,7 @@ def invoice(
         amount_paid=amount_due if status == "paid" else 0,
         currency=currency,
         hosted_invoice_url=hosted_invoice_url,
-        billing_reason="subscription_cycle",
+        billing_reason=billing_reason,
         attempted=True,
         attempt_count=1,
         default_payment_method=default_payment_method,
@@ -181,6 +182,39 @@ def card_error(
     return {"error": error}
 
 
+def failed_payment(
+    invoice_id: str = "in_test_1",
+    *,
+    code: str = "card_declined",
+    decline_code: str | None = "insufficient_funds",
+    advice_code: str | None = None,
+    payment_method_id: str = "pm_card_old",
+    created: int = 1_763_700_000,
+) -> dict[str, Any]:
+    """An `invoice_payment` of the invoice whose PaymentIntent failed (expanded, as with
+    `expand[]=payments.data.payment.payment_intent`)."""
+    error = card_error(
+        code=code,
+        decline_code=decline_code,
+        advice_code=advice_code,
+        payment_method_id=payment_method_id,
+        invoice_id=invoice_id,
+    )["error"]
+    intent = error["payment_intent"]
+    intent["last_payment_error"] = {k: v for k, v in error.items() if k not in ("payment_intent", "request_log_url")}
+    payment = resource(
+        "invoice_payment",
+        id=f"inpay_{invoice_id}_{created}",
+        invoice=invoice_id,
+        created=created,
+        status="open",
+        is_default=True,
+        currency="eur",
+    )
+    payment["payment"] = {"type": "payment_intent", "payment_intent": intent}
+    return payment
+
+
 def api_error(status: int) -> dict[str, Any]:
     if status == 429:
         return {
@@ -281,6 +315,8 @@ class FakeStripe:
     _replays: dict[str, tuple[int, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_retrieve_invoice: list[Reply] = field(default_factory=list)
+    #: `invoice_payment`s served when a request expands the invoice's `payments`.
+    invoice_payments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         route = self.server.expect_request
@@ -345,7 +381,19 @@ class FakeStripe:
         invoice_id = request.path.rsplit("/", 1)[1]
         if invoice_id not in self.invoices:
             return self._missing("invoice", invoice_id)
-        return self._json(200, self.invoices[invoice_id])
+        body = self.invoices[invoice_id]
+        if any(v.startswith("payments") for k, v in request.args.items(multi=True) if k.startswith("expand")):
+            payments = self.invoice_payments.get(invoice_id, [])
+            body = {
+                **body,
+                "payments": {
+                    "object": "list",
+                    "data": payments,
+                    "has_more": False,
+                    "url": f"/v1/invoices/{invoice_id}/payments",
+                },
+            }
+        return self._json(200, body)
 
     def _pay(self, request: Request) -> Response:
         seen = self._record(request)

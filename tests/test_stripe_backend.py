@@ -330,3 +330,35 @@ def test_factory_chooses_stripe_when_its_key_is_set():
 def test_stripe_without_a_key_fails_at_start_with_a_clear_message():
     with pytest.raises(ProviderRejected, match="STRIPE_API_KEY"):
         StripePayments("")
+
+
+# --- why Stripe's own attempt failed ----------------------------------------------------
+
+
+async def test_failure_details_come_from_the_latest_failed_payment(fake: FakeStripe, backend: StripePayments):
+    fake.invoice_payments["in_test_1"] = [
+        sf.failed_payment("in_test_1", decline_code="insufficient_funds", created=1_000),
+        sf.failed_payment(
+            "in_test_1",
+            code="expired_card",
+            decline_code="expired_card",
+            advice_code="do_not_try_again",
+            payment_method_id="pm_card_expired",
+            created=2_000,
+        ),
+    ]
+    details = await backend.failure_details("in_test_1")
+    assert details is not None
+    assert details.model_dump() == {
+        "code": "expired_card",
+        "decline_code": "expired_card",
+        "advice_code": "do_not_try_again",
+        "message": "Your card was declined.",
+        "payment_method_id": "pm_card_expired",
+    }
+    read = fake.seen("GET", "/v1/invoices/in_test_1")[0]
+    assert read.query == {"expand[0]": "payments.data.payment.payment_intent"}
+
+
+async def test_failure_details_none_without_a_failed_payment(fake: FakeStripe, backend: StripePayments):
+    assert await backend.failure_details("in_test_1") is None

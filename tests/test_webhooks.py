@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pytest_httpserver import HTTPServer
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -30,6 +31,7 @@ from activities.settings import Settings
 from starter.api import create_app
 from starter.stripe_webhook import open_cases_query
 from tests import stripe_fakes as sf
+from tests.stripe_fakes import FakeStripe
 from workflows import search_attributes as sa
 
 SECRET = "whsec_test_webhooks_0123456789abcdef"
@@ -105,10 +107,6 @@ async def start_input(client: Client, workflow_id: str) -> dict[str, Any]:
     return json.loads(started.input.payloads[0].data)
 
 
-async def runs(client: Client, workflow_id: str) -> list[Any]:
-    return [w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
-
-
 # --- invoice.payment_failed --------------------------------------------------------------
 
 
@@ -169,27 +167,73 @@ async def test_one_off_invoice_is_ignored(api, ids):
     assert response.json()["action"] == "ignored"
 
 
+async def test_first_invoice_of_a_new_subscription_is_not_dunned(api, ids):
+    response = await post_event(api, failed_event(ids, billing_reason="subscription_create"))
+    assert (response.status_code, response.json()["action"]) == (200, "ignored")
+
+
+@pytest.fixture
+def fake_stripe(httpserver: HTTPServer, ids) -> FakeStripe:
+    stripe = FakeStripe(httpserver)
+    stripe.add(sf.invoice(ids["invoice"], customer=ids["customer"], subscription=ids["subscription"]))
+    return stripe
+
+
+@pytest.fixture
+async def api_with_stripe(dev_env, ids, fake_stripe) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as deployed with a Stripe key: it asks Stripe why the invoice failed."""
+    settings = settings_for(ids, stripe_api_key="sk_test_webhooks_0123", stripe_api_base=fake_stripe.base_url)
+    app = create_app(settings, client_factory=lambda: dev_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        yield http
+
+
+async def test_the_decline_behind_the_failure_is_asked_of_stripe(api_with_stripe, dev_env, ids, fake_stripe):
+    fake_stripe.invoice_payments[ids["invoice"]] = [
+        sf.failed_payment(ids["invoice"], code="expired_card", decline_code="expired_card", payment_method_id="pm_x")
+    ]
+    assert (await post_event(api_with_stripe, failed_event(ids))).status_code == 200
+    [(_, payload)] = await signals(dev_env.client, f"dunning-{ids['subscription']}")
+    assert (payload["failure_code"], payload["decline_code"], payload["payment_method_id"]) == (
+        "expired_card",
+        "expired_card",
+        "pm_x",
+    )
+    assert payload["message"] == "Your card was declined."
+
+
+async def test_the_case_opens_even_when_stripe_cannot_say_why(api_with_stripe, dev_env, ids, fake_stripe):
+    fake_stripe.on_retrieve_invoice.append(sf.Reply(500, sf.api_error(500)))
+    assert (await post_event(api_with_stripe, failed_event(ids))).status_code == 200
+    [(name, payload)] = await signals(dev_env.client, f"dunning-{ids['subscription']}")
+    assert (name, payload["decline_code"]) == ("payment_failed", None)
+
+
 async def test_redelivery_changes_nothing(api, dev_env, ids):
     client = dev_env.client
-    wid = f"dunning-{ids['subscription']}"
+    handle = client.get_workflow_handle(f"dunning-{ids['subscription']}")
     event = failed_event(ids, event_id="evt_same")
     for _ in range(2):
         assert (await post_event(api, event)).status_code == 200
-    # One case; the repeated signal carries the same event id, which the case drops.
-    assert len(await runs(client, wid)) == 1
-    assert [p["event_id"] for _, p in await signals(client, wid)] == ["evt_same", "evt_same"]
+    # One case (describe is consistent, unlike visibility); the repeated signal carries the
+    # same event id, which the case drops.
+    first_run = (await handle.describe()).run_id
+    assert (await client.get_workflow_handle(handle.id, run_id=first_run).describe()).run_id == first_run
+    assert [p["event_id"] for _, p in await signals(client, handle.id, first_run)] == ["evt_same", "evt_same"]
 
     # Once the case has closed, the same failure redelivered opens no new case …
-    await client.get_workflow_handle(wid).terminate("test: case closed")
+    await handle.terminate("test: case closed")
     response = await post_event(api, event)
-    assert response.status_code == 200
-    assert response.json()["action"] == "ignored"
-    assert len(await runs(client, wid)) == 1
+    assert (response.status_code, response.json()["action"]) == (200, "ignored")
+    latest = await handle.describe()
+    assert (latest.run_id, latest.status) == (first_run, WorkflowExecutionStatus.TERMINATED)
 
     # … but a new failure of the subscription does (a new run of the same workflow id).
     response = await post_event(api, failed_event(ids, invoice_id=f"in_{uid()}"))
     assert response.json()["action"] == "signal_with_start"
-    assert len(await runs(client, wid)) == 2
+    latest = await handle.describe()
+    assert latest.run_id != first_run
+    assert latest.status == WorkflowExecutionStatus.RUNNING
 
 
 async def until_visible(client: Client, customer_id: str, count: int) -> None:
