@@ -1,7 +1,8 @@
 """The HTTP API: the ASGI app `starter.api:app` (`dunning api`, or any ASGI server).
 
-Routes: `POST /webhooks/stripe` (starter/stripe_webhook.py), `GET /healthz`, and the
-routers of the other endpoints of the contract (included in `create_app`).
+Routes: `POST /webhooks/stripe` (starter/stripe_webhook.py), `POST /webhooks/twilio/sms`
+(starter/sms_webhook.py), `GET /v1/customers/{customer_id}/dunning` (starter/in_app.py) and
+`GET /healthz`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from activities.settings import Settings
 from activities.stripe_backend import StripePayments
 from dunning.policy import load_policies
-from starter import stripe_webhook
+from starter import in_app, sms_webhook, stripe_webhook
 from starter.deps import (
     RETRY_AFTER_SECONDS,
     RPC_TIMEOUT,
@@ -155,13 +156,11 @@ def create_app(
         body.update(temporal="reachable", namespace=client.namespace)
         return JSONResponse(body)
 
-    app.include_router(stripe_webhook.router)
-
-    # --- other routers of the contract: included here ----------------------------------
-    # POST /webhooks/twilio/sms           -> starter/sms_webhook.py  (app.include_router(sms_webhook.router))
-    # GET  /v1/customers/{id}/dunning     -> starter/in_app.py       (app.include_router(in_app.router))
-    # They get settings / policies / the Temporal client from starter.deps (get_settings,
-    # get_policies, get_temporal_client); TemporalUnavailable raised there becomes a 503 above.
+    # The contract's endpoints. The routers read settings and the Temporal client from
+    # app.state (starter.deps); TemporalUnavailable raised in any of them becomes a 503 above.
+    app.include_router(stripe_webhook.router)  # POST /webhooks/stripe
+    app.include_router(sms_webhook.router)  # POST /webhooks/twilio/sms
+    app.include_router(in_app.router)  # GET /v1/customers/{customer_id}/dunning
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")

@@ -219,11 +219,12 @@ async def test_soft_decline_retried_then_recovered_by_a_card_update(dev_env, htt
     assert w.stripe.invoices[w.invoice_id]["status"] == "paid"
 
     # The customer heard about it by email, with the one-click portal link, then the thanks.
-    assert [m.subject for m in w.outbox.messages] == [
-        "We couldn't process your payment",
-        "Thank you, your payment went through",
+    assert [(n.channel.value, n.template, n.status) for n in final.notifications] == [
+        ("email", "payment_failed", "sent"),
+        ("in_app", "payment_failed", "sent"),
+        ("email", "recovered", "sent"),
     ]
-    assert w.outbox.messages[0].to == "ada@example.com"
+    assert [m.to for m in w.outbox.messages] == ["ada@example.com"] * 2
     assert f"https://billing.stripe.com/p/session/test_{w.customer_id}" in w.outbox.messages[0].body
 
 
