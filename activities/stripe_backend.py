@@ -114,6 +114,9 @@ class StripePayments:
 
     @classmethod
     def from_settings(cls, settings: Any, **options: Any) -> StripePayments:
+        """STRIPE_API_KEY, STRIPE_API_BASE, STRIPE_PORTAL_RETURN_URL, DUNNING_PROVIDER_TIMEOUT."""
+        if getattr(settings, "dunning_provider_timeout", None):
+            options.setdefault("timeout", settings.dunning_provider_timeout)
         return cls(
             settings.stripe_api_key or "",
             api_base=settings.stripe_api_base,
