@@ -79,9 +79,16 @@ def _cors_headers(request: Request) -> dict[str, str]:
     }
 
 
+def _api_token(request: Request) -> str:
+    """The app's settings when it has them (starter.api), else the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    token = getattr(settings, "dunning_api_token", None) if settings is not None else None
+    return token or os.environ.get("DUNNING_API_TOKEN") or ""
+
+
 def _operator(request: Request) -> str:
     """Which credential let the caller in; raises `_Refused` when none does."""
-    expected = os.environ.get("DUNNING_API_TOKEN") or ""
+    expected = _api_token(request)
     if not expected:
         raise _Refused(401, "codec server disabled: DUNNING_API_TOKEN is not set")
     scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
@@ -177,7 +184,7 @@ async def login_form() -> HTMLResponse:
 
 @router.post("/login", include_in_schema=False, response_class=HTMLResponse)
 async def login(request: Request) -> HTMLResponse:
-    expected = os.environ.get("DUNNING_API_TOKEN") or ""
+    expected = _api_token(request)
     body = await request.body()
     if len(body) > 4096:
         return HTMLResponse(_LOGIN_FORM.format(message="Too long."), status_code=413)
