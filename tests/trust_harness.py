@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,10 @@ class Shop:
         self.invoice = self.invoice or f"in_{self.suffix}"
 
     @property
+    def email(self) -> str:
+        return f"{self.customer}@example.com"
+
+    @property
     def workflow_id(self) -> str:
         return f"dunning-{self.subscription}"
 
@@ -146,7 +151,8 @@ class Shop:
             subscription_metadata={"dunning_policy": policy},
             hosted_invoice_url=f"https://invoice.stripe.com/i/acct_test/{self.invoice}",
         )
-        stripe.add(invoice, sf.customer(self.customer), sf.subscription(self.subscription, customer=self.customer))
+        customer = sf.customer(self.customer, email=self.email, phone=None)
+        stripe.add(invoice, customer, sf.subscription(self.subscription, customer=self.customer))
         return invoice
 
     def failed(self, stripe: FakeStripe, n: int = 0) -> dict[str, Any]:
@@ -251,6 +257,16 @@ class WorkerProcess:
         )
         log.close()
 
+    async def ready(self, timeout: float = 30) -> None:
+        """Until this start of the worker logs that it polls its task queue."""
+        marker = f"--- start {self.starts} ---"
+
+        async def started() -> bool:
+            self.assert_alive()
+            return '"worker started"' in self.logs().split(marker, 1)[-1]
+
+        await until(started, timeout, "the worker to start", every=0.1)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no activity failure reported; Temporal finds out by timeouts."""
         assert self.proc is not None
@@ -276,3 +292,41 @@ def codec_client(client: Client, data_converter) -> Client:
     config = client.config()
     config["data_converter"] = data_converter
     return Client(**config)
+
+
+@dataclass
+class FakeSendGrid:
+    """SendGrid's Mail Send on the same loopback server: records every message it accepts.
+
+    Like SendGrid, it has no idempotency: a message is accepted (and would be delivered) as soon
+    as the request arrives, whether or not the caller lives to read the 202. `slow_to[address]`
+    delays the answer to the first message for that address.
+    """
+
+    server: HTTPServer
+    accepted: list[tuple[str, str, str]] = field(default_factory=list)  # (to, subject, idempotency key)
+    slow_to: dict[str, float] = field(default_factory=dict)
+    seen_to: dict[str, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        route = self.server.expect_request
+        route("/v3/mail/send", method="POST").respond_with_handler(self._send)
+        route(re.compile(r"^/v3/suppression/bounces/.+$"), method="GET").respond_with_json([])
+
+    def seen(self, to: str) -> threading.Event:
+        with self._lock:
+            return self.seen_to.setdefault(to, threading.Event())
+
+    def _send(self, request: Request) -> Response:
+        mail = json.loads(request.get_data())
+        to = mail["personalizations"][0]["to"][0]["email"]
+        key = request.headers.get("X-Idempotency-Key") or (mail.get("headers") or {}).get("X-Idempotency-Key", "")
+        with self._lock:
+            self.accepted.append((to, mail["subject"], key))
+        self.seen(to).set()
+        time.sleep(self.slow_to.pop(to, 0.0))
+        return Response(status=202, headers={"X-Message-Id": f"msg-{len(self.accepted)}"})
+
+    def to(self, address: str) -> list[tuple[str, str]]:
+        return [(subject, key) for to, subject, key in self.accepted if to == address]
