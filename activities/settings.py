@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     dunning_task_queue: str = "dunning"
     dunning_policy_dir: Path = SHIPPED_POLICY_DIR
-    dunning_api_token: str | None = None
+    dunning_api_token: str | None = Field(None, repr=False)
     dunning_payments: Literal["stripe", "sandbox"] | None = None
     dunning_email: Literal["sendgrid", "sandbox"] | None = None
     dunning_sms: Literal["twilio", "sandbox"] | None = None
