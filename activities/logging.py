@@ -201,6 +201,11 @@ def configure_logging(level: str | None = None, fmt: str | None = None, stream: 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # uvicorn installs its own handlers (not propagating to the root): route it through ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        served = logging.getLogger(name)
+        served.handlers.clear()
+        served.propagate = True
     # Libraries that log request details at DEBUG (headers, bodies) stay at WARNING or above.
     for noisy in ("httpx", "httpcore", "stripe", "twilio", "urllib3", "python_http_client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

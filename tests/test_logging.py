@@ -19,6 +19,9 @@ def json_logs():
     """The process's real logging set-up, writing JSON lines we read back."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    uvicorn = logging.getLogger("uvicorn")
+    uvicorn.addHandler(logging.StreamHandler(io.StringIO()))
+    uvicorn.propagate = False  # what uvicorn's own log config does
     out = io.StringIO()
     configure_logging(level="INFO", fmt="json", stream=out)
 
@@ -122,7 +125,8 @@ def test_real_pipeline_structlog_and_stdlib(json_logs):
         raise RuntimeError("card 4111 1111 1111 1111 refused for grace@example.com")
     except RuntimeError:
         log.exception("charge failed")
-    # Libraries log through the standard library: uvicorn, temporalio, stripe…
+    # Libraries log through the standard library: uvicorn, temporalio, stripe… even after uvicorn
+    # installed its own non-propagating handlers.
     logging.getLogger("uvicorn.error").warning("request with Bearer sometoken123 from +15555550123")
 
     lines = json_logs()
