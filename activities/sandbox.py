@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from temporalio import activity
+
 from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
@@ -27,6 +29,13 @@ TEST_CARD_DECLINES = {
     "pm_card_authenticationRequired": "authentication_required",
     "pm_card_chargeCustomerFail": "generic_decline",
 }
+
+
+def _now() -> datetime:
+    """The activity's scheduled time when inside one (virtual time in time-skipping tests)."""
+    if activity.in_activity():
+        return activity.info().current_attempt_scheduled_time
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -60,7 +69,7 @@ class SandboxPayments:
     scripted_cards: dict[str, list[str | None]] = field(default_factory=dict)
     charges: list[ChargeLogEntry] = field(default_factory=list)
     idempotent_results: dict[str, ChargeResult] = field(default_factory=dict)
-    access_log: list[tuple[str, str]] = field(default_factory=list)
+    access_log: list[tuple[str, str, datetime]] = field(default_factory=list)
     outage_calls_left: int = 0
 
     def add_customer(self, customer_id: str, **details: object) -> SandboxCustomer:
@@ -128,7 +137,7 @@ class SandboxPayments:
             )
         self.idempotent_results[request.idempotency_key] = result
         self.charges.append(
-            ChargeLogEntry(request.invoice_id, request.idempotency_key, card, result, datetime.now(UTC))
+            ChargeLogEntry(request.invoice_id, request.idempotency_key, card, result, _now())
         )
         return result
 
@@ -137,15 +146,15 @@ class SandboxPayments:
 
     async def suspend_access(self, request: AccessRequest) -> None:
         self._maybe_outage()
-        self.access_log.append(("suspend", request.subscription_id))
+        self.access_log.append(("suspend", request.subscription_id, _now()))
 
     async def restore_access(self, request: AccessRequest) -> None:
         self._maybe_outage()
-        self.access_log.append(("restore", request.subscription_id))
+        self.access_log.append(("restore", request.subscription_id, _now()))
 
     async def cancel_subscription(self, request: AccessRequest) -> None:
         self._maybe_outage()
-        self.access_log.append(("cancel", request.subscription_id))
+        self.access_log.append(("cancel", request.subscription_id, _now()))
 
     async def get_customer(self, customer_id: str) -> CustomerProfile:
         customer = self._customer(customer_id)
@@ -176,7 +185,7 @@ class OutboxMessage:
     idempotency_key: str
     subject: str | None = None
     html: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime = field(default_factory=_now)
 
 
 @dataclass

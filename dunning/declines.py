@@ -50,7 +50,6 @@ SOFT_DECLINE_CODES = frozenset(
         "reenter_transaction",
         "approve_with_id",
         "call_issuer",
-        "card_declined",
         "withdrawal_count_limit_exceeded",
         "not_permitted",
         "no_action_taken",
@@ -82,13 +81,15 @@ def classify_decline(
     """Category of a decline from Stripe's `decline_code`, error `code` and `advice_code`."""
     if advice_code in ADVICE:
         return ADVICE[advice_code]
-    for candidate in (decline_code, code):
-        if candidate in AUTHENTICATION_CODES:
-            return DeclineCategory.AUTHENTICATION
-        if candidate in HARD_DECLINE_CODES:
-            return DeclineCategory.HARD
-        if candidate in SOFT_DECLINE_CODES:
-            return DeclineCategory.SOFT
+    if code in AUTHENTICATION_CODES or decline_code in AUTHENTICATION_CODES:
+        return DeclineCategory.AUTHENTICATION
+    # The issuer's decline code is the precise one; the error code only speaks when it is absent
+    # (`card_declined` alone says nothing more than "declined").
+    reason = decline_code or code
+    if reason in HARD_DECLINE_CODES:
+        return DeclineCategory.HARD
+    if reason in SOFT_DECLINE_CODES:
+        return DeclineCategory.SOFT
     return DeclineCategory.UNKNOWN
 
 

@@ -168,9 +168,7 @@ class NotificationRequest(_Model):
     template: str
     idempotency_key: str
     invoice_ids: list[str] = []
-    check_invoices_open: bool = Field(
-        True, description="re-check the invoices right before sending; skip when paid"
-    )
+    check_invoices_open: bool = Field(True, description="re-check the invoices right before sending; skip when paid")
     context: dict[str, str | int | float | bool | None] = {}
 
 
@@ -247,9 +245,14 @@ class CaseState(_Model):
     current_card: str | None = None
     card_blocked: bool = False
     card_update_pending: bool = False
-    retry_offsets_used: int = 0
+    next_retry_index: int = Field(0, description="first retry offset of the policy not used yet")
     ladder_steps_done: list[int] = []
     pending_sms: list[PendingSms] = []
+    banner_template: str | None = None
+    settled_before_failure: list[str] = Field(
+        [], description="invoices reported paid before their failure reached the case"
+    )
+    cancel_requested: str | None = None
     last_message_at: datetime | None = None
     grace_extension_days: int = 0
     paused: bool = False
@@ -262,9 +265,14 @@ class CaseState(_Model):
 
 
 class PendingSms(_Model):
+    """An SMS held back by the customer's quiet hours: a durable timer, never a drop."""
+
     due_at: datetime
     template: str
     step: str
+    step_channels: list[Channel] = Field(
+        description="the step's channels: an SMS failure falls back to email only if email was not among them"
+    )
 
 
 class CaseStatus(_Model):
@@ -291,7 +299,9 @@ class CaseStatus(_Model):
     grace_ends_at: datetime | None
     next_action: str | None
     next_action_at: datetime | None
-    banner: str | None = Field(None, description="the in-app message the SaaS app should show")
+    banner_template: str | None = Field(
+        None, description="template of the in-app banner the SaaS app should show, None when none"
+    )
 
 
 class RetryNowResult(_Model):

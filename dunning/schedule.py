@@ -57,12 +57,14 @@ def next_retry(
     tz: str | None,
     after: datetime,
     card_attempts: list[datetime],
+    from_index: int = 0,
 ) -> tuple[int, datetime] | None:
     """The next scheduled soft retry strictly after `after`, pushed out to respect the card budget.
 
+    Offsets before `from_index` were already used (they stay used when a pause moves the anchor).
     Returns the index of the schedule offset and the time, or None when the schedule is spent.
     """
-    for index, offset in enumerate(policy.retry_after):
+    for index, offset in enumerate(policy.retry_after[from_index:], start=from_index):
         at = retry_time(anchor, offset, tz, policy.retry_local_hour)
         if at > after:
             return index, earliest_within_budget(card_attempts, at, policy.max_attempts_per_card_30d)

