@@ -160,3 +160,31 @@ async def retry_now(client: Client, case_or_subscription: str, reason: str) -> R
         if _not_found(err):
             raise CaseNotFound(f"no open case {handle.id}") from err
         raise
+
+
+async def pollers_from_host(client: Client, task_queue: str, hostname: str, within_seconds: float = 120) -> int:
+    """How many workflow-task pollers on `task_queue` come from this host and were seen lately.
+
+    The SDK's default worker identity is `pid@hostname`, so a container's worker shows up under
+    the container's hostname: that is what the compose health check of the worker asks.
+    """
+    from datetime import UTC, datetime
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(UTC)
+    count = 0
+    for poller in response.pollers:
+        seen = poller.last_access_time.ToDatetime(tzinfo=UTC) if poller.HasField("last_access_time") else now
+        if poller.identity.endswith(f"@{hostname}") and (now - seen).total_seconds() <= within_seconds:
+            count += 1
+    return count

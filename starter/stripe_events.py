@@ -65,6 +65,7 @@ def invoice(
     currency: str = "usd",
     status: str = "open",
     payment_method_id: str | None = None,
+    decline_code: str | None = None,
     policy: str | None = None,
     customer_name: str | None = None,
     plan: str = "Pro",
@@ -73,7 +74,8 @@ def invoice(
     now = int(time.time())
     paid = status == "paid"
     metadata = {"dunning_policy": policy} if policy else {}
-    code, decline_code = CARD_DECLINE.get(payment_method_id or "", ("card_declined", "generic_decline"))
+    code, card_decline = CARD_DECLINE.get(payment_method_id or "", ("card_declined", "generic_decline"))
+    decline_code = decline_code or card_decline
     last_payment_error = (
         None
         if paid
