@@ -78,3 +78,7 @@ class ProviderRejected(Exception):
 
 class RecipientUnreachable(Exception):
     """This channel cannot reach the customer (opted out, bad number, bounced): final for it."""
+
+
+class RecipientOptedOut(RecipientUnreachable):
+    """The provider says the customer opted out (Twilio 21610): recorded in the consent store too."""

@@ -6,7 +6,7 @@ activity, so what runs in tests is exactly what runs in production.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from temporalio import activity
@@ -18,15 +18,16 @@ from activities.backends import (
     PaymentsBackend,
     ProviderRejected,
     ProviderUnavailable,
+    RecipientOptedOut,
     RecipientUnreachable,
     SmsBackend,
 )
-from activities.messages import render_message
+from activities.messages import UnknownTemplate, render_message
 from dunning.models import (
     AccessRequest,
+    Channel,
     ChargeRequest,
     ChargeResult,
-    Channel,
     CustomerProfile,
     NotificationRequest,
     NotificationResult,
@@ -81,11 +82,14 @@ class NotificationActivities:
         email: EmailBackend,
         sms: SmsBackend,
         consent: ConsentStore,
+        message_defaults: Mapping[str, str | None] | None = None,
     ) -> None:
         self.payments = payments
         self.email = email
         self.sms = sms
         self.consent = consent
+        # Sender-wide template values (company_name, support_email); the case's context wins.
+        self.message_defaults = {k: v for k, v in (message_defaults or {}).items() if v}
 
     @activity.defn(name="send_notification")
     async def send_notification(self, request: NotificationRequest) -> NotificationResult:
@@ -109,18 +113,24 @@ class NotificationActivities:
                 )
             if await self.consent.sms_opted_out(request.customer_id):
                 return NotificationResult(
-                    channel=channel, status="skipped", reason="customer opted out of SMS",
+                    channel=channel,
+                    status="skipped",
+                    reason="customer opted out of SMS",
                     fallback_channel=Channel.EMAIL,
                 )
         elif not contact.email:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
         link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
-        message = render_message(
-            request.template,
-            channel,
-            {**request.context, "customer_name": contact.name, "update_url": link},
-            locale=contact.locale,
-        )
+        try:
+            message = render_message(
+                request.template,
+                channel,
+                {**self.message_defaults, **request.context, "customer_name": contact.name, "update_url": link},
+                locale=contact.locale,
+            )
+        except (UnknownTemplate, ValueError) as exc:
+            # A policy naming a template nobody wrote won't fix itself on retry.
+            raise ProviderRejected(f"cannot render '{request.template}' for {channel}: {exc}") from exc
         try:
             if channel is Channel.SMS:
                 provider_id = await self.sms.send_sms(
@@ -135,10 +145,18 @@ class NotificationActivities:
                     idempotency_key=request.idempotency_key,
                 )
         except RecipientUnreachable as exc:
+            if isinstance(exc, RecipientOptedOut):
+                # Twilio knows of a STOP we missed (webhook down, number not mapped): keep it for good.
+                await self.consent.set_sms_opt_out(request.customer_id, True, source="provider:opted_out")
             return NotificationResult(
                 channel=channel,
                 status="failed",
                 reason=str(exc),
                 fallback_channel=Channel.EMAIL if channel is Channel.SMS else None,
             )
+        if channel is Channel.SMS:
+            # The number may answer STOP later: the inbound webhook maps it back to this customer.
+            remember = getattr(self.consent, "remember_sms_recipient", None)
+            if remember is not None:
+                await remember(request.customer_id, contact.phone)
         return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import structlog
 
+from activities.backends import EmailBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.consent import SqliteConsentStore
+from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -27,9 +31,20 @@ def build_activities(settings: Settings) -> list[object]:
     )
     payments = SandboxPayments()
     outbox = SandboxOutbox()
-    consent = MemoryConsentStore()
+    email, sms = build_email_backend(settings, outbox), build_sms_backend(settings, outbox)
+    # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same file.
+    consent = SqliteConsentStore(consent_path(settings))
     payment_activities = PaymentActivities(payments)
-    notification_activities = NotificationActivities(payments, outbox, outbox, consent)
+    notification_activities = NotificationActivities(
+        payments,
+        email,
+        sms,
+        consent,
+        message_defaults={
+            "company_name": settings.dunning_company_name,
+            "support_email": settings.dunning_support_email,
+        },
+    )
     return [
         payment_activities.charge_invoice,
         payment_activities.suspend_access,
@@ -38,3 +53,35 @@ def build_activities(settings: Settings) -> list[object]:
         payment_activities.get_customer,
         notification_activities.send_notification,
     ]
+
+
+def consent_path(settings: Settings) -> Path:
+    return settings.dunning_state_dir / "consent.sqlite3"
+
+
+def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBackend:
+    if settings.email_backend() != "sendgrid":
+        return sandbox
+    from activities.sendgrid_backend import SendGridEmail
+
+    return SendGridEmail(
+        settings.sendgrid_api_key or "",
+        settings.dunning_email_from,
+        host=settings.sendgrid_api_host,
+        timeout=settings.dunning_provider_timeout,
+        reply_to=settings.dunning_support_email,
+    )
+
+
+def build_sms_backend(settings: Settings, sandbox: SandboxOutbox) -> SmsBackend:
+    if settings.sms_backend() != "twilio":
+        return sandbox
+    from activities.twilio_backend import TwilioSms
+
+    return TwilioSms(
+        settings.twilio_account_sid or "",
+        settings.twilio_auth_token or "",
+        settings.twilio_from_number or "",
+        api_base=settings.twilio_api_base,
+        timeout=settings.dunning_provider_timeout,
+    )

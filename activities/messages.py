@@ -1,14 +1,46 @@
-"""Rendering a ladder step into what the customer reads, per channel and locale."""
+"""Rendering a ladder step into what the customer reads, per channel and locale.
+
+Templates are Jinja2 files under `activities/templates/<language>/` (see the README there
+for every file and every variable). Money and dates are formatted here with Babel, in the
+customer's locale, so templates only place ready-made strings and never do arithmetic.
+
+- `render_message(template, channel, context, locale)` is what `send_notification` calls.
+- `render_banner(template, context, locale)` is the short in-app text for the SaaS app.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Environment, StrictUndefined
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_skeleton
+from babel.numbers import format_currency, get_currency_precision
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from markupsafe import escape
 from pydantic import BaseModel
 
 from dunning.models import Channel
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+LANGUAGES = ("en", "de")
+DEFAULT_LANGUAGE = "en"
+TEMPLATES = (
+    "payment_failed",
+    "reminder",
+    "final_notice",
+    "suspended",
+    "recovered",
+    "canceled",
+    "card_expiring",
+)
+SMS_SEGMENT_LIMIT = 160  # one GSM-7 segment
 
 
 class RenderedMessage(BaseModel):
@@ -17,32 +49,230 @@ class RenderedMessage(BaseModel):
     html: str | None = None
 
 
-_env = Environment(undefined=StrictUndefined, autoescape=False)
+class UnknownTemplate(LookupError):
+    """No template by that name: a policy names a template nobody wrote."""
 
-_SUBJECTS = {
-    "payment_failed": "We couldn't process your payment",
-    "reminder": "A reminder about your payment",
-    "final_notice": "Action needed to keep your account active",
-    "suspended": "Your access is paused until your payment is updated",
-    "recovered": "Thank you, your payment went through",
-    "canceled": "Your subscription has been canceled",
-}
 
-_BODY = (
-    "Hi {{ customer_name or 'there' }},\n"
-    "{% if template == 'recovered' %}thank you, your payment went through and your account is all set."
-    "{% elif template == 'canceled' %}your subscription has been canceled because the payment could not be "
-    "collected. You can restart it any time: {{ update_url }}"
-    "{% elif template == 'suspended' %}your access is paused until the payment is sorted out. Update your "
-    "card to restore it at once: {{ update_url }}"
-    "{% else %}we couldn't process your payment. Please update your card: {{ update_url }}{% endif %}"
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    undefined=StrictUndefined,
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
 )
 
 
-def render_message(
-    template: str, channel: Channel, context: Mapping[str, Any], locale: str = "en"
-) -> RenderedMessage:
-    text = _env.from_string(_BODY).render(template=template, **{"customer_name": None, **context})
-    if channel is Channel.SMS:
-        return RenderedMessage(text=text.replace("\n", " ") + " Reply STOP to opt out.")
-    return RenderedMessage(subject=_SUBJECTS.get(template, "About your subscription"), text=text)
+# --- locale --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _parse_locale(locale: str | None) -> Locale:
+    try:
+        return Locale.parse((locale or DEFAULT_LANGUAGE).replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return Locale.parse(DEFAULT_LANGUAGE)
+
+
+def language_for(locale: str | None) -> str:
+    """The template language for a customer locale (`de-AT` → `de`); English when we have none."""
+    language = _parse_locale(locale).language
+    return language if language in LANGUAGES else DEFAULT_LANGUAGE
+
+
+# --- formatting ----------------------------------------------------------------------
+
+
+def format_money(amount_minor: int, currency: str, locale: str | None) -> str:
+    """Minor units → a localized amount, with the currency's own decimals (JPY has none)."""
+    code = currency.upper()
+    digits = get_currency_precision(code)
+    amount = Decimal(int(amount_minor)).scaleb(-digits)
+    return format_currency(amount, code, locale=_parse_locale(locale), currency_digits=True)
+
+
+def _to_date(value: Any, tz: str | None) -> date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        return value
+    else:
+        text = str(value)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return date.fromisoformat(text[:10])
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if tz:
+        try:
+            moment = moment.astimezone(ZoneInfo(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return moment.date()
+
+
+def _long_date(value: Any, tz: str | None, locale: Locale) -> str | None:
+    day = _to_date(value, tz)
+    return format_date(day, "long", locale=locale) if day else None
+
+
+def _short_date(value: Any, tz: str | None, locale: Locale) -> str | None:
+    day = _to_date(value, tz)
+    return format_skeleton("MMMd", day, locale=locale) if day else None
+
+
+def _first_name(name: Any) -> str | None:
+    if not name or not str(name).strip():
+        return None
+    return str(name).strip().split()[0]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]:
+    """The variables every template sees: context values, formatted for the customer."""
+    loc = _parse_locale(locale)
+    tz = context.get("timezone") or None
+    currency = context.get("currency")
+    # `amount_paid` for the recovered message (nothing is due any more then); never say "0.00".
+    amount_minor = _int_or_none(context.get("amount_paid")) or _int_or_none(context.get("amount_due"))
+    amount = format_money(amount_minor, str(currency), locale) if amount_minor and currency else None
+    decline = context.get("decline_category") or "unknown"
+    decline_code = context.get("decline_code") or None
+    days_left = _int_or_none(context.get("days_left"))
+    card_expiry = None
+    exp_month, exp_year = _int_or_none(context.get("card_exp_month")), _int_or_none(context.get("card_exp_year"))
+    if exp_month and exp_year:
+        card_expiry = format_skeleton("yMMMM", date(exp_year, exp_month, 1), locale=loc)
+    update_url = context.get("update_url")
+    if not update_url:
+        raise ValueError("every message needs `update_url`: the one-click link to fix the payment")
+    return {
+        "name": _first_name(context.get("customer_name")),
+        "company": context.get("company_name") or None,
+        "plan": context.get("plan_name") or None,
+        "amount": amount,
+        "decline": decline if decline in ("hard", "soft", "authentication") else "unknown",
+        "expired": decline_code == "expired_card",
+        "retry_date": _long_date(context.get("next_retry_at"), tz, loc),
+        "retry_date_short": _short_date(context.get("next_retry_at"), tz, loc),
+        "grace_date": _long_date(context.get("grace_ends_at"), tz, loc),
+        "grace_date_short": _short_date(context.get("grace_ends_at"), tz, loc),
+        "cancel_date": _long_date(context.get("cancel_at"), tz, loc),
+        "days_left": days_left,
+        "update_url": str(update_url),
+        "support_email": context.get("support_email") or None,
+        "card_last4": context.get("card_last4") or None,
+        "card_brand": context.get("card_brand") or None,
+        "card_expiry": card_expiry,
+        "compact": False,
+    }
+
+
+# --- SMS length ----------------------------------------------------------------------
+
+_GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENDED = set("^{}\\[~]|€\f")
+_SMS_SAFE = str.maketrans(
+    {
+        "\u00a0": " ",
+        "\u202f": " ",
+        "\u2009": " ",
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2026": "...",
+    }
+)
+
+
+def sms_safe(text: str) -> str:
+    """Typography that would force UCS-2 (70 chars a segment) → its GSM-7 equivalent."""
+    return re.sub(r"\s+", " ", text.translate(_SMS_SAFE)).strip()
+
+
+def sms_length(text: str) -> tuple[str, int]:
+    """(`gsm7` or `ucs2`, length in that encoding's units: GSM-7 extension characters count twice)."""
+    if all(c in _GSM7_BASIC or c in _GSM7_EXTENDED for c in text):
+        return "gsm7", sum(2 if c in _GSM7_EXTENDED else 1 for c in text)
+    return "ucs2", len(text.encode("utf-16-le")) // 2
+
+
+def sms_segments(text: str) -> int:
+    encoding, length = sms_length(text)
+    single, multi = (160, 153) if encoding == "gsm7" else (70, 67)
+    return 1 if length <= single else -(-length // multi)
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _render(path: str, view: Mapping[str, Any]) -> str:
+    return _env.get_template(path).render(**view).strip()
+
+
+def _template_path(language: str, template: str, suffix: str) -> str:
+    if template not in TEMPLATES and not (TEMPLATE_DIR / language / f"{template}.{suffix}").exists():
+        raise UnknownTemplate(f"no template {template!r} (have: {', '.join(TEMPLATES)})")
+    return f"{language}/{template}.{suffix}"
+
+
+def _tidy(text: str) -> str:
+    """Collapse the blank lines conditional blocks leave behind; keep paragraphs."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def render_message(template: str, channel: Channel, context: Mapping[str, Any], locale: str = "en") -> RenderedMessage:
+    """What the customer reads for one ladder step on one channel, in their language."""
+    language = language_for(locale)
+    view = build_view(context, locale)
+    try:
+        if channel is Channel.SMS:
+            return RenderedMessage(text=_render_sms(language, template, view))
+        if channel is Channel.IN_APP:
+            return RenderedMessage(text=sms_free(_render(_template_path(language, template, "in_app.txt"), view)))
+        subject = " ".join(_render(_template_path(language, template, "email.subject.txt"), view).split())
+        text = _tidy(_render(_template_path(language, template, "email.txt"), view))
+        # Macros shared with the text version are compiled without autoescaping, so escape the
+        # values themselves: customer data is Markup-safe before any template sees it.
+        html_view = {k: escape(v) if isinstance(v, str) else v for k, v in view.items()}
+        html = _render(_template_path(language, template, "email.html"), {**html_view, "subject": subject})
+    except TemplateNotFound as exc:
+        raise UnknownTemplate(f"template {template!r} has no {channel} version ({exc.name})") from exc
+    return RenderedMessage(subject=subject, text=text + "\n", html=html + "\n")
+
+
+def sms_free(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _render_sms(language: str, template: str, view: dict[str, Any]) -> str:
+    """One GSM-7 segment where it can be: the compact wording is used when the full one is too long."""
+    path = _template_path(language, template, "sms.txt")
+    text = sms_safe(_render(path, view))
+    if sms_segments(text) > 1:
+        text = sms_safe(_render(path, {**view, "compact": True}))
+    return text
+
+
+def render_banner(template: str, context: Mapping[str, Any], locale: str = "en") -> str:
+    """The short in-app banner text for the SaaS app (one or two sentences, no link markup)."""
+    return render_message(template, Channel.IN_APP, context, locale).text

@@ -8,6 +8,7 @@ codes set with `script_card`. Charges honour idempotency keys the way Stripe doe
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -194,6 +195,14 @@ class SandboxOutbox:
 
     messages: list[OutboxMessage] = field(default_factory=list)
     unreachable: set[str] = field(default_factory=set)
+    gate: asyncio.Event | None = None
+    waiting_at_gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _pass_gate(self) -> None:
+        """Tests hold sends here to make something happen while a message is in flight."""
+        if self.gate is not None:
+            self.waiting_at_gate.set()
+            await self.gate.wait()
 
     def _record(self, message: OutboxMessage) -> str:
         if message.to in self.unreachable:
@@ -207,6 +216,7 @@ class SandboxOutbox:
     async def send_email(
         self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
     ) -> str:
+        await self._pass_gate()
         return self._record(OutboxMessage("email", to, text, idempotency_key, subject, html))
 
     async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
@@ -220,5 +230,5 @@ class MemoryConsentStore:
     async def sms_opted_out(self, customer_id: str) -> bool:
         return customer_id in self.opted_out
 
-    async def set_sms_opt_out(self, customer_id: str, opted_out: bool) -> None:
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool, source: str | None = None) -> None:
         (self.opted_out.add if opted_out else self.opted_out.discard)(customer_id)

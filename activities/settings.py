@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     dunning_sms: Literal["twilio", "sandbox"] | None = None
     dunning_email_from: str = "billing@example.com"
     dunning_state_dir: Path = Path(".dunning")
+    # What every message may say about the sender (templates degrade gracefully without them).
+    dunning_company_name: str | None = None
+    dunning_support_email: str | None = None
+    dunning_provider_timeout: float = 10.0
 
     stripe_api_key: str | None = Field(None, repr=False)
     stripe_webhook_secret: str | None = Field(None, repr=False)

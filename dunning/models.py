@@ -224,6 +224,9 @@ class DunningInput(_Model):
     customer_id: str
     policy: Policy
     state: CaseState | None = None
+    carried_failures: list[PaymentFailed] = Field(
+        [], description="failures that arrived while the previous case was closing; they open this one"
+    )
     history_event_limit: int = 10_000
 
 
@@ -253,6 +256,7 @@ class CaseState(_Model):
         [], description="invoices reported paid before their failure reached the case"
     )
     cancel_requested: str | None = None
+    late_failures: list[PaymentFailed] = []
     last_message_at: datetime | None = None
     grace_extension_days: int = 0
     paused: bool = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dunning.models import CardUpdated, InvoicePaid, Stage
@@ -209,3 +211,23 @@ async def test_two_failed_invoices_are_charged_oldest_first_and_a_decline_ends_t
             (3.0, "in_2", "succeeded"),
         ]
         assert case.charges()[2][2] == f"{status.case_id}/in_2/1"
+
+
+async def test_a_failure_arriving_while_the_case_closes_opens_the_next_case(time_env):
+    async with CaseRunner(time_env) as runner:
+        case = await runner.open()
+        await case.wait_days(0.5)
+        runner.outbox.gate = asyncio.Event()  # hold the thank-you note in flight
+        runner.payments.paid_invoices.add("in_1")
+        await case.signal("invoice_paid", InvoicePaid(invoice_id="in_1", event_id="evt_paid"))
+        await runner.outbox.waiting_at_gate.wait()
+        await case.signal("payment_failed", failure("in_2", event_id="evt_failed_next_month"))
+        runner.outbox.gate.set()
+
+        next_case = await case.result()  # follows the chain to the new case
+        first_run = time_env.client.get_workflow_handle(case.handle.id, run_id=case.handle.result_run_id)
+        history = await first_run.fetch_history()
+        assert history.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+        assert next_case.stage is Stage.RECOVERED
+        assert [i.invoice_id for i in next_case.invoices] == ["in_2"]
+        assert [(inv, st) for _, inv, _, st in case.charges()] == [("in_2", "succeeded")]

@@ -84,6 +84,8 @@ class DunningWorkflow:
         self.wake = False
         self.next_action: tuple[datetime | None, str | None] = (None, None)
         self.published_attributes: dict[str, object] = {}
+        for failure in input.carried_failures:
+            self.payment_failed(failure)
 
     # --- the loop -------------------------------------------------------------------
 
@@ -118,6 +120,17 @@ class DunningWorkflow:
         self.next_action = (None, None)
         self._publish()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if s.late_failures:
+            # A new invoice failed while this case was closing: it opens the next case (a new run).
+            workflow.continue_as_new(
+                DunningInput(
+                    subscription_id=s.subscription_id,
+                    customer_id=s.customer_id,
+                    policy=self.policy,
+                    carried_failures=s.late_failures,
+                    history_event_limit=self.history_event_limit,
+                )
+            )
         return self.status()
 
     async def _act_on_what_is_due(self) -> bool:
@@ -231,13 +244,15 @@ class DunningWorkflow:
 
     async def _charge(self, invoice: InvoiceState, trigger: str) -> ChargeResult | None:
         s = self.state
-        invoice.attempts += 1
-        key = f"{s.case_id}/{invoice.invoice_id}/{invoice.attempts}"
+        # The attempt number only moves on once Stripe answered: a charge whose activity gave up
+        # (hours of outage) is tried again under the same key, so it can never be paid twice.
+        attempt = invoice.attempts + 1
+        key = f"{s.case_id}/{invoice.invoice_id}/{attempt}"
         request = ChargeRequest(
             invoice_id=invoice.invoice_id,
             customer_id=s.customer_id,
             subscription_id=s.subscription_id,
-            attempt=invoice.attempts,
+            attempt=attempt,
             idempotency_key=key,
             payment_method_id=s.current_card,
         )
@@ -250,16 +265,17 @@ class DunningWorkflow:
                 schedule_to_close_timeout=CHARGE_WINDOW,
                 retry_policy=PROVIDER_RETRY,
                 summary=f"charge {invoice.invoice_id} {self._money(invoice.amount_due, invoice.currency)}"
-                f" — attempt {invoice.attempts} ({trigger})",
+                f" — attempt {attempt} ({trigger})",
             )
         except ActivityError as err:
             self._log("charge_error", f"{invoice.invoice_id}: could not charge: {_cause(err)}")
             return None
+        invoice.attempts = attempt
         s.attempts.append(
             AttemptRecord(
                 at=workflow.now(),
                 invoice_id=invoice.invoice_id,
-                attempt=invoice.attempts,
+                attempt=attempt,
                 trigger=trigger,
                 idempotency_key=key,
                 result=result,
@@ -478,10 +494,13 @@ class DunningWorkflow:
     @workflow.signal(name="payment_failed")
     def payment_failed(self, failure: PaymentFailed) -> None:
         s = self.state
-        if not self._first_time(failure.event_id) or s.outcome:
+        if not self._first_time(failure.event_id):
             return
         if any(i.invoice_id == failure.invoice_id for i in s.invoices):
             self._log("failure_reported_again", failure.invoice_id)
+            return
+        if s.outcome:
+            s.late_failures = [*s.late_failures, failure]
             return
         now = workflow.now()
         failed_at = min(failure.occurred_at, now) if failure.occurred_at else now
