@@ -118,6 +118,13 @@ def test_workers_can_scale(services: dict) -> None:
     assert "container_name" not in worker and "ports" not in worker
 
 
+def test_api_and_workers_share_the_consent_store(services: dict, compose: dict) -> None:
+    for name in ("worker", "api"):
+        assert "dunning-state:/app/.dunning" in services[name]["volumes"]
+        assert _env(services[name])["DUNNING_STATE_DIR"] == "/app/.dunning"
+    assert "dunning-state" in compose["volumes"]
+
+
 def test_temporal_on_postgres(services: dict) -> None:
     temporal = services["temporal"]
     assert temporal["image"].split(":")[0].endswith("temporalio/auto-setup")
