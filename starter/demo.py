@@ -130,7 +130,7 @@ class DemoRun:
                 currency=rng.choice(("usd", "usd", "usd", "eur", "gbp")),
             )
             self.cases.append(case)
-            start = rng.uniform(0, self.config.spread) if i else 0.0
+            start = rng.uniform(0, self.config.spread / self.config.speed) if i else 0.0
             self.steps.append(Step(start, len(self.steps), "failed", case))
             for delay, action in persona.script:
                 jitter = rng.uniform(0.85, 1.15)
@@ -234,8 +234,9 @@ class DemoRun:
 
     def view(self, elapsed: float) -> Group:
         counts = self.counts()
-        summary = Table(title=f"dunning demo · {elapsed:5.0f}s · {len(self.cases)} subscriptions",
-                        title_justify="left")
+        title = Text(f"dunning demo · {elapsed:.0f}s · {len(self.cases)} subscriptions · policy "
+                     f"{self.config.policy}", style="bold")
+        summary = Table()
         order = ["pending", *(s.value for s in Stage)]
         for stage in order:
             if counts.get(stage):
@@ -243,15 +244,15 @@ class DemoRun:
         summary.add_row(*(str(counts[s]) for s in order if counts.get(s)))
         detail = Table(show_edge=False, box=None, pad_edge=False)
         for column in ("subscription", "persona", "owed", "stage", "last customer action"):
-            detail.add_column(column, no_wrap=True)
+            detail.add_column(column, no_wrap=column == "subscription")
         for c in self.cases:
-            detail.add_row(c.subscription_id, c.persona.name, f"{c.amount / 100:.2f} {c.currency.upper()}",
+            detail.add_row(c.subscription_id, c.persona.name, money(c.amount, c.currency),
                            Text(c.stage, style=_style(c.stage)), c.last)
         sent = ", ".join(f"{k} ×{v}" for k, v in sorted(self.sent.items())) or "nothing yet"
         footer = Text(f"sent: {sent}", style="dim")
         if self.errors:
             footer.append(f"\nproblems: {len(self.errors)}; last: {self.errors[-1]}", style="red")
-        return Group(summary, detail, footer)
+        return Group(title, summary, detail, footer)
 
     async def run(self) -> int:
         cfg = self.config
@@ -294,8 +295,10 @@ class DemoRun:
                 if self.finished():
                     break
                 await asyncio.sleep(1.0)
+            await asyncio.gather(*(self.refresh(c) for c in self.cases))
         finally:
             if live_view is not None:
+                live_view.update(self.view(time.monotonic() - started))
                 live_view.stop()
         elapsed = time.monotonic() - started
         if not use_live:
@@ -311,6 +314,12 @@ class DemoRun:
                 self.console.print(f"  {problem}")
             return 1
         return 0
+
+
+def money(amount: int, currency: str) -> str:
+    from starter.cli import money as fmt
+
+    return fmt(amount, currency)
 
 
 def _style(stage: str) -> str:

@@ -41,7 +41,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on it any more (a closed server's TIME_WAIT connections don't count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -189,6 +191,22 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             return rows if len(rows) == 2 else []
 
         await eventually(recovered)
+
+        # `dunning demo` drives its population through the same API, briefly and by itself.
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", "demo", "--api-url", up.api, "--customers", "8",
+            "--duration", "25", "--speed", "5", "--no-live",
+            cwd=ROOT, env={**up.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{up.temporal_port}", "COLUMNS": "200"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(demo.communicate(), 60)
+        demo_out = out.decode()
+        print(demo_out)
+        assert demo.returncode == 0, f"{demo_out}\n{err.decode()}"
+        assert "invoice.payment_failed ×8" in demo_out and "payment_method.attached ×1" in demo_out
+        assert "customer.subscription.deleted ×1" in demo_out and "extend_grace signal ×1" in demo_out
+        demo_cases = [wf async for wf in client.list_workflows("SubscriptionId STARTS_WITH 'sub_demo'")]
+        assert len(demo_cases) >= 8
     except BaseException:
         up.kill()
         print(up.logs())
