@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
 
-from dunning.models import OUTCOMES, CaseStatus, Stage
+from dunning.models import CaseStatus, Stage
 from starter import operator as ops
 
 app = typer.Typer(
@@ -335,8 +335,9 @@ def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
     for column in ("invoice", "amount", "failed", "attempts", "status"):
         invoices.add_column(column)
     for inv in case.outstanding_invoices:
-        invoices.add_row(inv.invoice_id, money(inv.amount_due, inv.currency), _short(inv.failed_at),
-                         str(inv.attempts), inv.status)
+        invoices.add_row(
+            inv.invoice_id, money(inv.amount_due, inv.currency), _short(inv.failed_at), str(inv.attempts), inv.status
+        )
     if not case.outstanding_invoices:
         invoices.add_row(Text("none", style="dim"), "", "", "", "")
     parts.append(invoices)

@@ -144,8 +144,7 @@ class DemoRun:
         for attempt in range(4):
             headers = {"Stripe-Signature": se.sign(body, self.config.secret), "Content-Type": "application/json"}
             try:
-                response = await self.http.post(f"{self.config.api_url}/webhooks/stripe", content=body,
-                                                headers=headers)
+                response = await self.http.post(f"{self.config.api_url}/webhooks/stripe", content=body, headers=headers)
             except httpx.HTTPError as err:
                 problem = f"{event['type']}: {err.__class__.__name__}"
             else:
@@ -188,16 +187,18 @@ class DemoRun:
             c.last = "paid on the invoice page"
         elif step.action == "new_card":
             await self.post(
-                se.event("payment_method.attached", se.payment_method(payment_method_id=GOOD,
-                                                                        customer_id=c.customer_id))
+                se.event(
+                    "payment_method.attached", se.payment_method(payment_method_id=GOOD, customer_id=c.customer_id)
+                )
             )
             c.last = "added a new card"
         elif step.action == "cancel":
             await self.post(
                 se.event(
                     "customer.subscription.deleted",
-                    se.subscription(subscription_id=c.subscription_id, customer_id=c.customer_id,
-                                    policy=self.config.policy),
+                    se.subscription(
+                        subscription_id=c.subscription_id, customer_id=c.customer_id, policy=self.config.policy
+                    ),
                 )
             )
             c.last = "canceled the subscription"
@@ -224,7 +225,7 @@ class DemoRun:
         if stage:
             case.stage = stage
         elif not case.running:
-            case.stage = (desc.status.name.lower() if desc.status else "closed")
+            case.stage = desc.status.name.lower() if desc.status else "closed"
 
     def finished(self) -> bool:
         return all(not c.running and c.stage != "pending" for c in self.cases) and not self.steps
@@ -234,8 +235,10 @@ class DemoRun:
 
     def view(self, elapsed: float) -> Group:
         counts = self.counts()
-        title = Text(f"dunning demo · {elapsed:.0f}s · {len(self.cases)} subscriptions · policy "
-                     f"{self.config.policy}", style="bold")
+        title = Text(
+            f"dunning demo · {elapsed:.0f}s · {len(self.cases)} subscriptions · policy {self.config.policy}",
+            style="bold",
+        )
         summary = Table()
         order = ["pending", *(s.value for s in Stage)]
         for stage in order:
@@ -246,8 +249,13 @@ class DemoRun:
         for column in ("subscription", "persona", "owed", "stage", "last customer action"):
             detail.add_column(column, no_wrap=column == "subscription")
         for c in self.cases:
-            detail.add_row(c.subscription_id, c.persona.name, money(c.amount, c.currency),
-                           Text(c.stage, style=_style(c.stage)), c.last)
+            detail.add_row(
+                c.subscription_id,
+                c.persona.name,
+                money(c.amount, c.currency),
+                Text(c.stage, style=_style(c.stage)),
+                c.last,
+            )
         sent = ", ".join(f"{k} ×{v}" for k, v in sorted(self.sent.items())) or "nothing yet"
         footer = Text(f"sent: {sent}", style="dim")
         if self.errors:
@@ -259,9 +267,13 @@ class DemoRun:
         try:
             health = await self.http.get(f"{cfg.api_url}/healthz", timeout=5)
         except httpx.HTTPError as err:
-            raise ops.Rejected(f"the API is not reachable at {cfg.api_url} ({err}); start it with `dunning up`") from err
+            raise ops.Rejected(
+                f"the API is not reachable at {cfg.api_url} ({err}); start it with `dunning up`"
+            ) from err
         if not health.is_success:
-            raise ops.Rejected(f"the API at {cfg.api_url} is not healthy: HTTP {health.status_code} {health.text[:200]}")
+            raise ops.Rejected(
+                f"the API at {cfg.api_url} is not healthy: HTTP {health.status_code} {health.text[:200]}"
+            )
         self.populate()
         started = time.monotonic()
         use_live = cfg.live and self.console.is_terminal

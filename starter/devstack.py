@@ -156,9 +156,7 @@ class DevStack:
         # A laptop run talks to nobody: sandbox backends unless chosen explicitly.
         for var in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS"):
             env.setdefault(var, "sandbox")
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -188,27 +186,35 @@ class DevStack:
         code = child.proc.poll()
         if code is not None:
             raise StackError(
-                f"{child.name} exited with code {code} during start-up; last lines of {child.log_path}:\n"
-                f"{child.tail()}"
+                f"{child.name} exited with code {code} during start-up; last lines of {child.log_path}:\n{child.tail()}"
             )
 
     def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.temporal, *args, "--address", self.config.temporal_address,
-             "--namespace", self.config.namespace],
-            capture_output=True, text=True, timeout=30, env=self.env,
+            [self.temporal, *args, "--address", self.config.temporal_address, "--namespace", self.config.namespace],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
         )
 
     def start_temporal(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            self.temporal, "server", "start-dev",
-            "--db-filename", str(cfg.state_dir / "temporal.db"),
-            "--ip", cfg.host,
-            "--port", str(cfg.temporal_port),
-            "--namespace", cfg.namespace,
-            "--log-level", "warn",
+            self.temporal,
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(cfg.state_dir / "temporal.db"),
+            "--ip",
+            cfg.host,
+            "--port",
+            str(cfg.temporal_port),
+            "--namespace",
+            cfg.namespace,
+            "--log-level",
+            "warn",
             *search_attributes.dev_server_flags(),
         ]
         if cfg.ui:
@@ -224,8 +230,10 @@ class DevStack:
                 if health.returncode == 0 and "SERVING" in health.stdout:
                     break
             if time.monotonic() > deadline:
-                raise StackError(f"Temporal did not answer on {cfg.temporal_address} within "
-                                 f"{cfg.startup_timeout:.0f}s; see {child.log_path}")
+                raise StackError(
+                    f"Temporal did not answer on {cfg.temporal_address} within "
+                    f"{cfg.startup_timeout:.0f}s; see {child.log_path}"
+                )
             time.sleep(0.3)
         self.ensure_search_attributes()
 
@@ -244,11 +252,11 @@ class DevStack:
             want = key.indexed_value_type.name
             have = existing.get(key.name)
             if have is None:
-                created = self._cli("operator", "search-attribute", "create",
-                                    "--name", key.name, "--type", _SA_TYPES[want])
+                created = self._cli(
+                    "operator", "search-attribute", "create", "--name", key.name, "--type", _SA_TYPES[want]
+                )
                 if created.returncode != 0:
-                    raise StackError(f"cannot register search attribute {key.name}: "
-                                     f"{created.stderr.strip()}")
+                    raise StackError(f"cannot register search attribute {key.name}: {created.stderr.strip()}")
             elif have != f"INDEXED_VALUE_TYPE_{want}":
                 raise StackError(
                     f"search attribute {key.name} is registered as {have} in "
@@ -275,8 +283,10 @@ class DevStack:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise StackError(f"the API did not become healthy on {cfg.api_url}/healthz within "
-                                 f"{cfg.startup_timeout:.0f}s; see {child.log_path}")
+                raise StackError(
+                    f"the API did not become healthy on {cfg.api_url}/healthz within "
+                    f"{cfg.startup_timeout:.0f}s; see {child.log_path}"
+                )
             time.sleep(0.3)
 
     def stop(self) -> None:
@@ -326,16 +336,28 @@ class DevStack:
         token = env["DUNNING_API_TOKEN"]
         table.add_row(
             "Webhook secret",
-            f"{secret}" + ("  [dim](local dev default; set STRIPE_WEBHOOK_SECRET)[/dim]"
-                           if secret == DEV_WEBHOOK_SECRET else "  [dim](from STRIPE_WEBHOOK_SECRET)[/dim]"),
+            f"{secret}"
+            + (
+                "  [dim](local dev default; set STRIPE_WEBHOOK_SECRET)[/dim]"
+                if secret == DEV_WEBHOOK_SECRET
+                else "  [dim](from STRIPE_WEBHOOK_SECRET)[/dim]"
+            ),
         )
         table.add_row(
             "API token",
-            f"{token}" + ("  [dim](local dev default; set DUNNING_API_TOKEN)[/dim]"
-                          if token == DEV_API_TOKEN else "  [dim](from DUNNING_API_TOKEN)[/dim]"),
+            f"{token}"
+            + (
+                "  [dim](local dev default; set DUNNING_API_TOKEN)[/dim]"
+                if token == DEV_API_TOKEN
+                else "  [dim](from DUNNING_API_TOKEN)[/dim]"
+            ),
         )
-        table.add_row("Providers", ", ".join(
-            f"{k.split('_')[1].lower()}={env[k]}" for k in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS")))
+        table.add_row(
+            "Providers",
+            ", ".join(
+                f"{k.split('_')[1].lower()}={env[k]}" for k in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS")
+            ),
+        )
         table.add_row("State", f"{cfg.state_dir / 'temporal.db'} (kept across restarts)")
         table.add_row("Logs", str(cfg.state_dir / "logs"))
         table.add_row("Try", f"TEMPORAL_ADDRESS={cfg.temporal_address} dunning demo --api-url {cfg.api_url}")

@@ -143,9 +143,7 @@ async def resume(client: Client, case_or_subscription: str, reason: str) -> str:
 
 
 async def extend_grace(client: Client, case_or_subscription: str, days: int, reason: str) -> str:
-    return await _signal_open_case(
-        client, case_or_subscription, "extend_grace", ExtendGrace(days=days, reason=reason)
-    )
+    return await _signal_open_case(client, case_or_subscription, "extend_grace", ExtendGrace(days=days, reason=reason))
 
 
 async def retry_now(client: Client, case_or_subscription: str, reason: str) -> RetryNowResult:

@@ -61,8 +61,14 @@ class Cases:
 
 async def cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starter.cli", *args,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "starter.cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -92,15 +98,26 @@ async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
         client,
         task_queue=task_queue,
         workflows=[DunningWorkflow],
-        activities=[pay.charge_invoice, pay.suspend_access, pay.restore_access, pay.cancel_subscription,
-                    pay.get_customer, notify.send_notification],
+        activities=[
+            pay.charge_invoice,
+            pay.suspend_access,
+            pay.restore_access,
+            pay.cancel_subscription,
+            pay.get_customer,
+            notify.send_notification,
+        ],
     )
     customer_a, customer_b = f"cus_cli{run}a", f"cus_cli{run}b"
     opened = {
         f"sub_cli{run}soft": (customer_a, 4900, "usd", "insufficient_funds", "pm_card_visa"),
         f"sub_cli{run}hard": (customer_b, 29900, "eur", "expired_card", "pm_card_chargeDeclinedExpiredCard"),
-        f"sub_cli{run}small": (customer_a, 1500, "usd", "insufficient_funds",
-                               "pm_card_chargeDeclinedInsufficientFunds"),
+        f"sub_cli{run}small": (
+            customer_a,
+            1500,
+            "usd",
+            "insufficient_funds",
+            "pm_card_chargeDeclinedInsufficientFunds",
+        ),
     }
     async with worker:
         for sub, (customer, amount, currency, decline, card) in opened.items():
@@ -112,17 +129,26 @@ async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
                 start_signal="payment_failed",
                 start_signal_args=[
                     PaymentFailed(
-                        invoice_id=f"in_{sub[4:]}", amount_due=amount, currency=currency, customer_id=customer,
-                        subscription_id=sub, failure_code="card_declined", decline_code=decline,
-                        payment_method_id=card, event_id=f"evt_{sub}",
+                        invoice_id=f"in_{sub[4:]}",
+                        amount_due=amount,
+                        currency=currency,
+                        customer_id=customer,
+                        subscription_id=sub,
+                        failure_code="card_declined",
+                        decline_code=decline,
+                        payment_method_id=card,
+                        event_id=f"evt_{sub}",
                     )
                 ],
                 static_summary=f"test case {sub}",
             )
 
         async def all_visible() -> bool:
-            rows = await ops.list_cases(client, f"WorkflowType = 'DunningWorkflow' AND CustomerId IN "
-                                                f"('{customer_a}', '{customer_b}') AND DunningStage IS NOT NULL")
+            rows = await ops.list_cases(
+                client,
+                f"WorkflowType = 'DunningWorkflow' AND CustomerId IN "
+                f"('{customer_a}', '{customer_b}') AND DunningStage IS NOT NULL",
+            )
             return len(rows) == 3
 
         await _eventually(all_visible)
@@ -165,8 +191,9 @@ async def test_list_filters_by_customer_stage_and_amount(cases: Cases) -> None:
     assert rows[cases.soft]["amount_due"] == 4900 and rows[cases.soft]["currency"] == "usd"
     assert rows[cases.soft]["stage"] == "retrying"
 
-    code, out, err = await cli(cases.env, "cases", "--stage", "awaiting_payment_method", "--customer",
-                               cases.customer_b, "--json")
+    code, out, err = await cli(
+        cases.env, "cases", "--stage", "awaiting_payment_method", "--customer", cases.customer_b, "--json"
+    )
     assert code == 0, err
     assert [r["subscription_id"] for r in _json_lines(out)] == [cases.hard]
 
@@ -188,9 +215,19 @@ async def test_list_rejects_an_unknown_stage(cases: Cases) -> None:
 async def test_show_renders_the_status_query_as_a_timeline(cases: Cases) -> None:
     code, out, err = await cli(cases.env, "show", cases.hard)
     assert code == 0, err
-    for expected in (f"dunning-{cases.hard}", "awaiting_payment_method", cases.customer_b, "€299.00",
-                     "Outstanding invoices", "Charge attempts", "expired_card", "Notifications",
-                     "payment_failed", "Timeline", "Next"):
+    for expected in (
+        f"dunning-{cases.hard}",
+        "awaiting_payment_method",
+        cases.customer_b,
+        "€299.00",
+        "Outstanding invoices",
+        "Charge attempts",
+        "expired_card",
+        "Notifications",
+        "payment_failed",
+        "Timeline",
+        "Next",
+    ):
         assert expected in out, expected
 
     code, out, err = await cli(cases.env, "show", f"dunning-{cases.soft}", "--json")
@@ -277,7 +314,9 @@ async def test_signals_to_a_closed_or_missing_case_exit_1(cases: Cases) -> None:
 
     closed = f"sub_cli{cases.run}closed"
     await cases.client.start_workflow(
-        "DunningWorkflow", id=f"dunning-{closed}", task_queue=f"nobody-{cases.run}",
+        "DunningWorkflow",
+        id=f"dunning-{closed}",
+        task_queue=f"nobody-{cases.run}",
         arg=DunningInput(subscription_id=closed, customer_id="cus_x", policy=POLICY),
     )
     await cases.client.get_workflow_handle(f"dunning-{closed}").terminate("test")

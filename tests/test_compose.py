@@ -149,8 +149,15 @@ def test_variables_are_all_named_in_the_contract_or_compose_own(compose: dict) -
     text = COMPOSE.read_text()
     referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     compose_own = {
-        "POSTGRES_USER", "POSTGRES_PASSWORD", "TEMPORAL_VERSION", "TEMPORAL_UI_VERSION", "TEMPORAL_PORT",
-        "TEMPORAL_UI_PORT", "TEMPORAL_UI_PUBLIC_URL", "TEMPORAL_CODEC_ENDPOINT", "DUNNING_IMAGE",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "TEMPORAL_VERSION",
+        "TEMPORAL_UI_VERSION",
+        "TEMPORAL_PORT",
+        "TEMPORAL_UI_PORT",
+        "TEMPORAL_UI_PUBLIC_URL",
+        "TEMPORAL_CODEC_ENDPOINT",
+        "DUNNING_IMAGE",
         "DUNNING_API_PORT",
     }
     assert referenced - CONTRACT_VARIABLES - compose_own == set()

@@ -73,10 +73,25 @@ class Up:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "starter.cli", "up", "--state-dir", str(self.state_dir),
-             "--temporal-port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-             "--api-port", str(self.api_port)],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "starter.cli",
+                "up",
+                "--state-dir",
+                str(self.state_dir),
+                "--temporal-port",
+                str(self.temporal_port),
+                "--ui-port",
+                str(self.ui_port),
+                "--api-port",
+                str(self.api_port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     async def wait_healthy(self, timeout: float = 90) -> None:
@@ -98,7 +113,11 @@ class Up:
 
     def logs(self) -> str:
         logs = self.state_dir / "logs"
-        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log"))) if logs.exists() else ""
+        return (
+            "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+            if logs.exists()
+            else ""
+        )
 
     async def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> tuple[int, str, str]:
         assert self.proc is not None
@@ -120,8 +139,11 @@ class Up:
 
 async def post_event(http: httpx.AsyncClient, api: str, event: dict, secret: str = DEV_WEBHOOK_SECRET) -> int:
     body = se.encode(event)
-    response = await http.post(f"{api}/webhooks/stripe", content=body,
-                               headers={"Stripe-Signature": se.sign(body, secret), "Content-Type": "application/json"})
+    response = await http.post(
+        f"{api}/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": se.sign(body, secret), "Content-Type": "application/json"},
+    )
     return response.status_code
 
 
@@ -148,15 +170,29 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             # The Web UI is served on its port.
             assert (await http.get(f"http://127.0.0.1:{up.ui_port}/")).status_code == 200
             # Two renewals of one customer fail, on the compressed demo policy.
-            for sub, card, amount in ((soft_sub, "pm_card_chargeDeclinedInsufficientFunds", 4900),
-                                      (hard_sub, "pm_card_chargeDeclinedExpiredCard", 12900)):
-                invoice = se.invoice(invoice_id=f"in_{sub[4:]}", customer_id=customer, subscription_id=sub,
-                                     amount_due=amount, payment_method_id=card, policy="demo")
+            for sub, card, amount in (
+                (soft_sub, "pm_card_chargeDeclinedInsufficientFunds", 4900),
+                (hard_sub, "pm_card_chargeDeclinedExpiredCard", 12900),
+            ):
+                invoice = se.invoice(
+                    invoice_id=f"in_{sub[4:]}",
+                    customer_id=customer,
+                    subscription_id=sub,
+                    amount_due=amount,
+                    payment_method_id=card,
+                    policy="demo",
+                )
                 assert await post_event(http, up.api, se.event("invoice.payment_failed", invoice)) == 200
             # A webhook signed with another secret is refused.
-            forged = se.event("invoice.payment_failed", se.invoice(
-                invoice_id=f"in_forged{run}", customer_id=customer, subscription_id=f"sub_forged{run}",
-                amount_due=100))
+            forged = se.event(
+                "invoice.payment_failed",
+                se.invoice(
+                    invoice_id=f"in_forged{run}",
+                    customer_id=customer,
+                    subscription_id=f"sub_forged{run}",
+                    amount_due=100,
+                ),
+            )
             assert await post_event(http, up.api, forged, secret="whsec_wrong") == 400
 
         client = await Client.connect(f"127.0.0.1:{up.temporal_port}", data_converter=pydantic_data_converter)
@@ -181,8 +217,9 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
 
         # The customer adds a working card: both open cases charge it at once and recover.
         async with httpx.AsyncClient(timeout=10) as http:
-            attached = se.event("payment_method.attached",
-                                se.payment_method(payment_method_id="pm_card_visa", customer_id=customer))
+            attached = se.event(
+                "payment_method.attached", se.payment_method(payment_method_id="pm_card_visa", customer_id=customer)
+            )
             assert await post_event(http, up.api, attached) == 200
 
         async def recovered() -> list:
@@ -194,10 +231,23 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
 
         # `dunning demo` drives its population through the same API, briefly and by itself.
         demo = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", "demo", "--api-url", up.api, "--customers", "8",
-            "--duration", "25", "--speed", "5", "--no-live",
-            cwd=ROOT, env={**up.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{up.temporal_port}", "COLUMNS": "200"},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "demo",
+            "--api-url",
+            up.api,
+            "--customers",
+            "8",
+            "--duration",
+            "25",
+            "--speed",
+            "5",
+            "--no-live",
+            cwd=ROOT,
+            env={**up.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{up.temporal_port}", "COLUMNS": "200"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(demo.communicate(), 60)
         demo_out = out.decode()
