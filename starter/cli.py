@@ -121,8 +121,8 @@ def money(amount: int | None, currency: str | None) -> str:
         return f"{amount} {code} (minor units)"
 
 
-def when(at: datetime | None, now: datetime | None = None) -> str:
-    """`2026-11-21 07:12:03 UTC (in 3m 20s)`."""
+def when(at: datetime | None, now: datetime | None = None, short: bool = False) -> str:
+    """`2026-11-21 07:12:03 UTC (in 3m 20s)`; short: `in 3m 20s (07:12)`."""
     if at is None:
         return "—"
     now = now or datetime.now(UTC)
@@ -137,6 +137,8 @@ def when(at: datetime | None, now: datetime | None = None) -> str:
     else:
         rel = f"{span // 86400}d {span % 86400 // 3600}h"
     rel = f"in {rel}" if seconds >= 0 else f"{rel} ago"
+    if short:
+        return f"{rel} ({at.astimezone(UTC):%H:%M})" if span < 86400 else f"{rel} ({at.astimezone(UTC):%m-%d})"
     return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({rel})"
 
 
@@ -283,7 +285,7 @@ def list_cases(
         return
     table = Table(title=f"{len(rows)} case(s)", caption=query, caption_style="dim", expand=False)
     for column in ("case", "customer", "stage", "owed", "decline", "tries", "next action", "status"):
-        table.add_column(column, no_wrap=column in ("case", "customer"))
+        table.add_column(column, no_wrap=column in ("case", "customer", "stage", "next action"))
     for row in rows:
         table.add_row(
             row.workflow_id,
@@ -292,7 +294,7 @@ def list_cases(
             money(row.amount_due, row.currency),
             row.decline_category or "—",
             str(row.retry_attempts or 0),
-            when(row.next_action_at) if row.next_action_at else "—",
+            when(row.next_action_at, short=True) if row.next_action_at else "—",
             row.status.lower(),
         )
     console.print(table)

@@ -10,6 +10,7 @@ attributes already registered) must start and still hold the cases.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -31,7 +32,11 @@ from workflows import search_attributes as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    # The API lands from its own branch; until it is merged there is no stack to run.
+    pytest.mark.skipif(importlib.util.find_spec("starter.api") is None, reason="starter/api.py is not merged yet"),
+]
 
 
 def free_port() -> int:
