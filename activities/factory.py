@@ -6,11 +6,12 @@ from pathlib import Path
 
 import structlog
 
-from activities.backends import EmailBackend, SmsBackend
+from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.settings import Settings
+from activities.stripe_backend import StripePayments
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +30,11 @@ def build_activities(settings: Settings) -> list[object]:
         sms=sms_kind,
         note="sandbox means nothing leaves this machine" if "sandbox" in (payments_kind, email_kind, sms_kind) else "",
     )
-    payments = SandboxPayments()
+    payments: PaymentsBackend
+    if payments_kind == "stripe":
+        payments = StripePayments.from_settings(settings)
+    else:
+        payments = SandboxPayments()
     outbox = SandboxOutbox()
     email, sms = build_email_backend(settings, outbox), build_sms_backend(settings, outbox)
     # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same file.

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     stripe_api_key: str | None = Field(None, repr=False)
     stripe_webhook_secret: str | None = Field(None, repr=False)
     stripe_api_base: str | None = None
+    stripe_portal_return_url: str | None = None  # where the billing portal sends the customer back
 
     sendgrid_api_key: str | None = Field(None, repr=False)
     sendgrid_api_host: str | None = None

@@ -418,6 +418,8 @@ class DunningWorkflow:
             "decline_code": s.last_decline.decline_code if s.last_decline else None,
             "next_retry_at": retry[1].isoformat() if retry else None,
             "grace_ends_at": grace_ends.isoformat(),
+            "cancel_at": ((s.suspended_at or grace_ends) + self.policy.cancel_after_suspension).isoformat(),
+            "amount_paid": sum(i.amount_due for i in s.invoices if i.status == "paid") or None,
             "days_left": max((grace_ends - workflow.now()).days, 0),
             "plan_name": s.customer.plan_name if s.customer else None,
             "access": s.access.value,

@@ -1,0 +1,455 @@
+"""The `stripe` payments backend: charges, declines, access and links, with the official SDK.
+
+Every call goes through `stripe.StripeClient` and its async methods. The SDK's own network
+retries are off: Temporal retries the activity with backoff, and a retried charge reuses
+the same idempotency key, so Stripe answers it with the first result instead of charging
+again.
+
+Error policy (the contract's "a decline is a result, not an error"):
+- a card error (HTTP 402) is a `ChargeResult` with status "declined";
+- 5xx, 409 (idempotency key in use), 429, connection errors and timeouts raise
+  `ProviderUnavailable` (retried, never counted as an attempt);
+- authentication, permission and invalid-request errors raise `ProviderRejected`
+  (not retried; the reason shows up in the case). Messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import stripe
+import structlog
+from pydantic import BaseModel
+
+from activities.backends import Contact, ProviderRejected, ProviderUnavailable
+from dunning.declines import classify_decline
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+#: Subscription metadata our suspension writes, so the SaaS app (and a human) can see it.
+ACCESS_METADATA_KEY = "dunning_access"
+#: Customer metadata we read.
+TIMEZONE_METADATA_KEY = "timezone"
+SMS_OPT_OUT_METADATA_KEY = "dunning_sms_opt_out"
+
+#: Stripe codes that mean "the customer must confirm this payment themselves".
+_AUTHENTICATION_CODES = frozenset(
+    {"authentication_required", "authentication_not_handled", "invoice_payment_intent_requires_action"}
+)
+_TRUTHY = frozenset({"1", "true", "yes", "y", "on", "opted_out", "stop"})
+_SECRET_PATTERN = re.compile(r"\b(sk|rk|pk|whsec)_(live|test)?_?[A-Za-z0-9*]+")
+
+
+def _redact(text: str | None) -> str:
+    """Stripe masks keys in its messages already; this makes sure no key-like string leaks."""
+    return _SECRET_PATTERN.sub(lambda m: f"{m.group(1)}_***", text or "")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A StripeObject as plain dicts and lists (what Stripe sent, field for field)."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return obj.to_dict()
+
+
+def _id(value: Any) -> str | None:
+    """An id field that may or may not be expanded."""
+    if isinstance(value, Mapping):
+        return value.get("id")
+    return value or None
+
+
+def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error")
+    return error if isinstance(error, dict) else {}
+
+
+class FailureDetails(BaseModel):
+    """Why Stripe's own attempt at an invoice failed: the PaymentIntent's `last_payment_error`."""
+
+    code: str | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
+    message: str | None = None
+    payment_method_id: str | None = None
+
+
+class StripePayments:
+    """`PaymentsBackend` on Stripe Billing.
+
+    `api_base` is `STRIPE_API_BASE` (tests and sandboxes point it at a fake); `timeout` is per
+    HTTP request, so a hung Stripe call fails fast and Temporal retries it.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        timeout: float = 20.0,
+        max_network_retries: int = 0,
+        portal_return_url: str | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> None:
+        if not api_key:
+            raise ProviderRejected("STRIPE_API_KEY is not set: the stripe payments backend needs it")
+        base_addresses: dict[str, str] = {}
+        if api_base:
+            base_addresses = {"api": api_base.rstrip("/")}
+        self.portal_return_url = portal_return_url
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses=base_addresses,  # type: ignore[arg-type]
+            max_network_retries=max_network_retries,
+            http_client=http_client or stripe.HTTPXClient(timeout=timeout),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, **options: Any) -> StripePayments:
+        """STRIPE_API_KEY, STRIPE_API_BASE, STRIPE_PORTAL_RETURN_URL, DUNNING_PROVIDER_TIMEOUT."""
+        if getattr(settings, "dunning_provider_timeout", None):
+            options.setdefault("timeout", settings.dunning_provider_timeout)
+        return cls(
+            settings.stripe_api_key or "",
+            api_base=settings.stripe_api_base,
+            portal_return_url=getattr(settings, "stripe_portal_return_url", None),
+            **options,
+        )
+
+    # --- error translation ----------------------------------------------------------
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], *, card_errors: bool = False) -> T:
+        """Runs one Stripe call, turning outages into `ProviderUnavailable` and refusals into
+        `ProviderRejected`. With `card_errors`, a `CardError` passes through for the caller to read."""
+        try:
+            return await call()
+        except stripe.CardError as exc:
+            if card_errors:
+                raise
+            error = _error_body(exc)
+            raise ProviderRejected(
+                f"Stripe declined while {what} (code {error.get('code') or exc.code}): "
+                f"{_redact(error.get('message') or str(exc))}"
+            ) from exc
+        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            raise ProviderUnavailable(f"Stripe unavailable while {what}: {type(exc).__name__}") from exc
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise ProviderRejected(
+                f"Stripe refused the API key while {what} ({type(exc).__name__}, HTTP {exc.http_status}): "
+                f"{_redact(exc.user_message or str(exc))}"
+            ) from exc
+        except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
+            error = _error_body(exc)
+            raise ProviderRejected(
+                f"Stripe rejected the request while {what} (HTTP {exc.http_status}, "
+                f"code {error.get('code') or exc.code or 'none'}): {_redact(error.get('message') or str(exc))}"
+            ) from exc
+        except stripe.StripeError as exc:
+            status = exc.http_status or 0
+            if status >= 500 or status in (0, 408, 409, 429):
+                raise ProviderUnavailable(f"Stripe unavailable while {what}: HTTP {status or 'no response'}") from exc
+            raise ProviderRejected(
+                f"Stripe rejected the request while {what} (HTTP {status}): {_redact(str(exc))}"
+            ) from exc
+
+    # --- charging -------------------------------------------------------------------
+
+    async def _invoice(self, invoice_id: str) -> dict[str, Any]:
+        invoice = await self._call(
+            f"reading invoice {invoice_id}", lambda: self.client.v1.invoices.retrieve_async(invoice_id)
+        )
+        return _plain(invoice)
+
+    @staticmethod
+    def _settled(invoice: dict[str, Any], invoice_id: str) -> ChargeResult | None:
+        status = invoice.get("status")
+        if status == "paid":
+            return ChargeResult(invoice_id=invoice_id, status="already_paid")
+        if status in ("void", "uncollectible"):
+            return ChargeResult(invoice_id=invoice_id, status="voided", message=f"invoice is {status}")
+        return None
+
+    async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
+        invoice_id = request.invoice_id
+        settled = self._settled(await self._invoice(invoice_id), invoice_id)
+        if settled is not None:
+            return settled
+
+        params: dict[str, Any] = {"off_session": True}
+        card = request.payment_method_id
+        if card:
+            # Legacy cards and sources are paid with `source`, PaymentMethods with `payment_method`.
+            params["source" if card.startswith(("card_", "src_", "ba_")) else "payment_method"] = card
+        try:
+            paid = await self._call(
+                f"paying invoice {invoice_id}",
+                lambda: self.client.v1.invoices.pay_async(
+                    invoice_id,
+                    params,
+                    {"idempotency_key": request.idempotency_key},  # type: ignore[arg-type]
+                ),
+                card_errors=True,
+            )
+        except stripe.CardError as exc:
+            return self._declined(request, exc)
+        except ProviderRejected:
+            # Paid or voided between our read and the payment (Stripe says "invoice is already
+            # paid"): report what happened rather than an error.
+            settled = self._settled(await self._invoice(invoice_id), invoice_id)
+            if settled is not None:
+                return settled
+            raise
+
+        invoice = _plain(paid)
+        settled_status = invoice.get("status")
+        if settled_status == "paid":
+            log.info("stripe charge succeeded", invoice_id=invoice_id, attempt=request.attempt)
+            return ChargeResult(
+                invoice_id=invoice_id,
+                status="succeeded",
+                payment_method_id=card or _id(invoice.get("default_payment_method")),
+                payment_intent_id=self._payment_intent_of(invoice),
+            )
+        if settled_status in ("void", "uncollectible"):
+            return ChargeResult(invoice_id=invoice_id, status="voided", message=f"invoice is {settled_status}")
+        # Still open after paying: an asynchronous payment method is processing it. Not an error;
+        # the next scheduled step re-reads the invoice first.
+        return ChargeResult(
+            invoice_id=invoice_id,
+            status="declined",
+            category=DeclineCategory.SOFT,
+            code="payment_pending",
+            message=f"the payment is still processing (invoice status {settled_status})",
+            payment_method_id=card,
+            payment_intent_id=self._payment_intent_of(invoice),
+        )
+
+    @staticmethod
+    def _payment_intent_of(invoice: dict[str, Any]) -> str | None:
+        # Before API 2025-03-31 the invoice named its PaymentIntent; now its `payments` list does.
+        if invoice.get("payment_intent"):
+            return _id(invoice["payment_intent"])
+        for payment in (invoice.get("payments") or {}).get("data") or []:
+            intent = (payment.get("payment") or {}).get("payment_intent")
+            if intent:
+                return _id(intent)
+        return None
+
+    @staticmethod
+    def _declined(request: ChargeRequest, exc: stripe.CardError) -> ChargeResult:
+        error = _error_body(exc)
+        intent = error.get("payment_intent") if isinstance(error.get("payment_intent"), dict) else {}
+        last_error = intent.get("last_payment_error") if isinstance(intent.get("last_payment_error"), dict) else {}
+        code = error.get("code") or exc.code
+        decline_code = error.get("decline_code") or last_error.get("decline_code")
+        advice_code = error.get("advice_code") or last_error.get("advice_code")
+        if code in _AUTHENTICATION_CODES or decline_code in _AUTHENTICATION_CODES:
+            category = DeclineCategory.AUTHENTICATION
+        else:
+            category = classify_decline(decline_code=decline_code, code=code, advice_code=advice_code)
+        payment_method = error.get("payment_method")
+        result = ChargeResult(
+            invoice_id=request.invoice_id,
+            status="declined",
+            category=category,
+            code=code,
+            decline_code=decline_code,
+            advice_code=advice_code,
+            message=error.get("message") or exc.user_message,
+            payment_method_id=_id(payment_method) or request.payment_method_id,
+            payment_intent_id=_id(intent) if intent else None,
+        )
+        log.info(
+            "stripe charge declined",
+            invoice_id=request.invoice_id,
+            attempt=request.attempt,
+            code=code,
+            decline_code=decline_code,
+            advice_code=advice_code,
+            category=category.value,
+        )
+        return result
+
+    async def failure_details(self, invoice_id: str) -> FailureDetails | None:
+        """The decline behind `invoice.payment_failed`, which the event itself does not carry.
+
+        Read from the invoice's payments (current API: `payments.data.payment.payment_intent`),
+        newest first; None when no payment on the invoice has an error.
+        """
+        invoice = _plain(
+            await self._call(
+                f"reading why invoice {invoice_id} failed",
+                lambda: self.client.v1.invoices.retrieve_async(
+                    invoice_id,
+                    {"expand": ["payments.data.payment.payment_intent"]},  # type: ignore[arg-type]
+                ),
+            )
+        )
+        payments = (invoice.get("payments") or {}).get("data") or []
+        for payment in sorted(payments, key=lambda p: p.get("created") or 0, reverse=True):
+            intent = (payment.get("payment") or {}).get("payment_intent")
+            error = intent.get("last_payment_error") if isinstance(intent, dict) else None
+            if isinstance(error, dict) and (error.get("code") or error.get("decline_code")):
+                return FailureDetails(
+                    code=error.get("code"),
+                    decline_code=error.get("decline_code"),
+                    advice_code=error.get("advice_code"),
+                    message=error.get("message"),
+                    payment_method_id=_id(error.get("payment_method")),
+                )
+        return None
+
+    async def invoice_is_open(self, invoice_id: str) -> bool:
+        try:
+            invoice = await self._invoice(invoice_id)
+        except ProviderRejected as exc:
+            if isinstance(exc.__cause__, stripe.InvalidRequestError) and exc.__cause__.http_status == 404:
+                return False  # deleted: nothing left to pay
+            raise
+        return invoice.get("status") == "open"
+
+    # --- access ---------------------------------------------------------------------
+
+    async def _subscription(self, subscription_id: str) -> dict[str, Any]:
+        sub = await self._call(
+            f"reading subscription {subscription_id}",
+            lambda: self.client.v1.subscriptions.retrieve_async(subscription_id),
+        )
+        return _plain(sub)
+
+    async def suspend_access(self, request: AccessRequest) -> None:
+        """Stop billing the subscription (new invoices are voided) and mark access suspended.
+
+        The SaaS app reads `metadata.dunning_access` (or our in-app endpoint) to gate access.
+        """
+        sid = request.subscription_id
+        if (await self._subscription(sid)).get("status") == "canceled":
+            log.info("suspend skipped: subscription already canceled", subscription_id=sid)
+            return
+        await self._call(
+            f"suspending subscription {sid}",
+            lambda: self.client.v1.subscriptions.update_async(
+                sid,
+                {
+                    "pause_collection": {"behavior": "void"},
+                    "metadata": {ACCESS_METADATA_KEY: "suspended", "dunning_reason": request.reason[:500]},
+                },  # type: ignore[arg-type]
+            ),
+        )
+        log.info("stripe access suspended", subscription_id=sid)
+
+    async def restore_access(self, request: AccessRequest) -> None:
+        sid = request.subscription_id
+        if (await self._subscription(sid)).get("status") == "canceled":
+            log.info("restore skipped: subscription already canceled", subscription_id=sid)
+            return
+        await self._call(
+            f"restoring subscription {sid}",
+            lambda: self.client.v1.subscriptions.update_async(
+                sid,
+                # An empty string unsets a field in Stripe's API.
+                {"pause_collection": "", "metadata": {ACCESS_METADATA_KEY: "active", "dunning_reason": ""}},  # type: ignore[arg-type]
+            ),
+        )
+        log.info("stripe access restored", subscription_id=sid)
+
+    async def cancel_subscription(self, request: AccessRequest) -> None:
+        sid = request.subscription_id
+        # DELETE takes no idempotency key: read first so an activity retry is a no-op.
+        if (await self._subscription(sid)).get("status") == "canceled":
+            log.info("cancel skipped: subscription already canceled", subscription_id=sid)
+            return
+        await self._call(
+            f"canceling subscription {sid}",
+            lambda: self.client.v1.subscriptions.cancel_async(
+                sid,
+                {"cancellation_details": {"comment": request.reason[:500]}},  # type: ignore[arg-type]
+            ),
+        )
+        log.info("stripe subscription canceled", subscription_id=sid)
+
+    # --- the customer ---------------------------------------------------------------
+
+    async def _customer(self, customer_id: str) -> dict[str, Any]:
+        customer = await self._call(
+            f"reading customer {customer_id}", lambda: self.client.v1.customers.retrieve_async(customer_id)
+        )
+        return _plain(customer)
+
+    @staticmethod
+    def _locale(customer: dict[str, Any]) -> str:
+        locales = customer.get("preferred_locales") or []
+        return str(locales[0]).replace("-", "_") if locales else "en"
+
+    async def get_customer(self, customer_id: str) -> CustomerProfile:
+        customer = await self._customer(customer_id)
+        if customer.get("deleted"):
+            return CustomerProfile(customer_id=customer_id, has_email=False, has_phone=False)
+        metadata = customer.get("metadata") or {}
+        invoice_settings = customer.get("invoice_settings") or {}
+        opt_out = str(metadata.get(SMS_OPT_OUT_METADATA_KEY, "")).strip().lower() in _TRUTHY
+        return CustomerProfile(
+            customer_id=customer_id,
+            name=customer.get("name"),
+            locale=self._locale(customer),
+            timezone=metadata.get(TIMEZONE_METADATA_KEY) or None,
+            has_email=bool(customer.get("email")),
+            has_phone=bool(customer.get("phone")),
+            sms_opted_out=opt_out,
+            default_payment_method_id=_id(invoice_settings.get("default_payment_method"))
+            or _id(customer.get("default_source")),
+        )
+
+    async def get_contact(self, customer_id: str) -> Contact:
+        customer = await self._customer(customer_id)
+        if customer.get("deleted"):
+            return Contact(customer_id=customer_id)
+        return Contact(
+            customer_id=customer_id,
+            name=customer.get("name"),
+            email=customer.get("email"),
+            phone=customer.get("phone"),
+            locale=self._locale(customer),
+        )
+
+    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
+        """A billing-portal session that opens straight on "update payment method"; when the
+        portal is not configured (or refuses), the invoice's hosted page, where a new card pays it."""
+        params: dict[str, Any] = {"customer": customer_id, "flow_data": {"type": "payment_method_update"}}
+        if self.portal_return_url:
+            params["return_url"] = self.portal_return_url
+        try:
+            session = await self._call(
+                f"creating a billing portal session for {customer_id}",
+                lambda: self.client.v1.billing_portal.sessions.create_async(params),  # type: ignore[arg-type]
+            )
+            url = _plain(session).get("url")
+            if url:
+                return url
+        except ProviderRejected as exc:
+            log.info("billing portal unavailable, falling back to the hosted invoice page", reason=str(exc))
+            if not invoice_id:
+                raise
+        if invoice_id:
+            hosted = (await self._invoice(invoice_id)).get("hosted_invoice_url")
+            if hosted:
+                return hosted
+        raise ProviderRejected(
+            f"no update link for {customer_id}: the billing portal gave none and invoice {invoice_id} "
+            "has no hosted page"
+        )
+
+    async def aclose(self) -> None:
+        """Closes the HTTP connection pool (tests; the worker keeps it for its lifetime)."""
+        client = self.client._requestor._client  # noqa: SLF001 - the SDK exposes no public close
+        close = getattr(client, "close_async", None)
+        if close is not None:
+            await close()
