@@ -101,6 +101,16 @@ def test_our_processes_take_every_contract_variable(services: dict, name: str) -
         assert env[var] is None, var
 
 
+@pytest.mark.parametrize("name", ["worker", "api"])
+def test_every_setting_of_the_service_can_be_set(services: dict, name: str) -> None:
+    """Each field of activities.settings.Settings reaches the container (compose stays in step)."""
+    from activities.settings import Settings
+
+    env = _env(services[name])
+    missing = {field.upper() for field in Settings.model_fields} - set(env)
+    assert not missing, f"{name} lacks {sorted(missing)}"
+
+
 def test_worker_and_api_run_our_image_and_commands(services: dict) -> None:
     for name in ("worker", "api"):
         service = services[name]

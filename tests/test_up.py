@@ -10,7 +10,6 @@ attributes already registered) must start and still hold the cases.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
@@ -32,11 +31,7 @@ from workflows import search_attributes as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    # The API lands from its own branch; until it is merged there is no stack to run.
-    pytest.mark.skipif(importlib.util.find_spec("starter.api") is None, reason="starter/api.py is not merged yet"),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def free_port() -> int:
