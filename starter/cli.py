@@ -33,6 +33,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from dunning.models import CaseStatus, Stage
 from starter import operator as ops
@@ -96,6 +97,8 @@ def _run(work: Callable[[Client], Awaitable[T]]) -> T:
         err_console.print(f"[red]refused:[/red] {err}")
     except Failure as err:
         err_console.print(f"[red]error:[/red] {err}")
+    except RPCError as err:
+        err_console.print(f"[red]Temporal said no:[/red] {err.status.name if err.status else ''} {err.message}")
     raise typer.Exit(1)
 
 

@@ -8,7 +8,7 @@ the `retry_now` update of `DunningWorkflow`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -112,10 +112,14 @@ def _not_found(err: RPCError) -> bool:
 async def status(client: Client, case_or_subscription: str) -> CaseStatus:
     handle = _handle(client, case_or_subscription)
     try:
-        return await handle.query("status", result_type=CaseStatus)
+        return await handle.query("status", result_type=CaseStatus, rpc_timeout=timedelta(seconds=10))
     except RPCError as err:
         if _not_found(err):
             raise CaseNotFound(f"no case {handle.id}") from err
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.FAILED_PRECONDITION):
+            raise Rejected(
+                f"no worker answered the status query of {handle.id} ({err.message}): is a worker running?"
+            ) from err
         raise
 
 

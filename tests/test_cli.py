@@ -328,3 +328,18 @@ async def test_unreachable_temporal_exits_1_with_a_clear_message(cases: Cases) -
     env = {**cases.env, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
     code, _, err = await cli(env, "list")
     assert code == 1 and "cannot reach Temporal at 127.0.0.1:1" in err
+
+
+async def test_show_without_a_worker_exits_1_and_says_why(cases: Cases) -> None:
+    orphan = f"sub_cli{cases.run}orphan"
+    await cases.client.start_workflow(
+        "DunningWorkflow",
+        id=f"dunning-{orphan}",
+        task_queue=f"nobody-polls-{cases.run}",
+        arg=DunningInput(subscription_id=orphan, customer_id="cus_x", policy=POLICY),
+    )
+    try:
+        code, _, err = await cli(cases.env, "show", orphan)
+        assert code == 1 and "worker" in err
+    finally:
+        await cases.client.get_workflow_handle(f"dunning-{orphan}").terminate("test")
