@@ -289,8 +289,9 @@ class DevStack:
                 )
             time.sleep(0.3)
 
-    def stop(self) -> None:
-        """Stop children in reverse start order: gently (SIGINT), then firmly."""
+    def stop(self) -> dict[str, int]:
+        """Stop children in reverse start order: gently (SIGINT), then firmly. Their exit codes."""
+        codes: dict[str, int] = {}
         for child in reversed(self.children):
             proc = child.proc
             if proc.poll() is None:
@@ -298,6 +299,7 @@ class DevStack:
                     proc.send_signal(signal.SIGINT)
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
+                    self.console.print(f"[yellow]{child.name} did not stop within 20s: terminating it[/yellow]")
                     proc.terminate()
                     try:
                         proc.wait(timeout=5)
@@ -306,8 +308,10 @@ class DevStack:
                         proc.wait()
                 except ProcessLookupError:
                     pass
+            codes[child.name] = proc.returncode
             child.log_file.close()  # type: ignore[attr-defined]
         self.children.clear()
+        return codes
 
     # --- the command -------------------------------------------------------------------
 
@@ -401,7 +405,7 @@ class DevStack:
                 self.console.print("stopping API, worker and Temporal…")
                 # A second Ctrl-C while stopping must not leave children behind.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.stop()
-                self.console.print("stopped.")
+                codes = self.stop()
+                self.console.print("stopped. " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
             for s, handler in previous.items():
                 signal.signal(s, handler)
