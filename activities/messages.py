@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_skeleton
-from babel.numbers import format_currency, get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from markupsafe import escape
 from pydantic import BaseModel
 
+from dunning import money
 from dunning.models import Channel
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -84,11 +83,8 @@ def language_for(locale: str | None) -> str:
 
 
 def format_money(amount_minor: int, currency: str, locale: str | None) -> str:
-    """Minor units → a localized amount, with the currency's own decimals (JPY has none)."""
-    code = currency.upper()
-    digits = get_currency_precision(code)
-    amount = Decimal(int(amount_minor)).scaleb(-digits)
-    return format_currency(amount, code, locale=_parse_locale(locale), currency_digits=True)
+    """Minor units → an amount in the customer's locale, with the currency's own decimals."""
+    return money.format_money(amount_minor, currency, _parse_locale(locale))
 
 
 def _to_date(value: Any, tz: str | None) -> date | None:

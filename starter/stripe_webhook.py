@@ -27,7 +27,6 @@ from typing import Any
 
 import stripe
 import structlog
-from babel.numbers import format_currency, get_currency_precision
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -43,6 +42,7 @@ from dunning.models import (
     PaymentFailed,
     SubscriptionCanceled,
 )
+from dunning.money import format_money
 from dunning.policy import choose_policy
 from starter.deps import (
     RETRY_AFTER_SECONDS,
@@ -244,14 +244,6 @@ class Outcome:
     cases: list[str] = field(default_factory=list)
 
 
-def money(amount: int, currency: str) -> str:
-    code = currency.upper()
-    try:
-        return format_currency(amount / 10 ** get_currency_precision(code), code, locale="en")
-    except Exception:  # an unknown currency still makes a readable summary
-        return f"{amount} {code} (minor units)"
-
-
 def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
@@ -281,7 +273,7 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
 
     policy = choose_policy(get_policies(request), action.requested_policy)
     payload = await _with_decline(action.payload, request)
-    summary = f"{action.customer_id} · {money(payload.amount_due, payload.currency)} · {action.subscription_id}"
+    summary = f"{action.customer_id} · {format_money(payload.amount_due, payload.currency)} · {action.subscription_id}"
     handle = await client.start_workflow(
         WORKFLOW_TYPE,
         DunningInput(subscription_id=action.subscription_id, customer_id=action.customer_id, policy=policy),

@@ -193,3 +193,19 @@ def test_messages_respect_the_gap_and_sms_never_lands_in_quiet_hours(ladder, gap
         last = at
     for earlier, later in itertools.pairwise(sent_at):
         assert later - earlier >= gap
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "locale", "shown"),
+    [
+        (4900, "eur", "en", "€49.00"),
+        (4900, "jpy", "en", "¥4,900"),
+        (4900, "eur", "de_DE", "49,00\xa0€"),
+        (12345, "kwd", "en", "KWD12.345"),
+    ],
+)
+def test_money_uses_the_currencys_own_decimals(amount, currency, locale, shown):
+    from dunning.money import format_money, plain_amount
+
+    assert format_money(amount, currency, locale) == shown
+    assert plain_amount(amount, currency).split()[1] == currency.upper()

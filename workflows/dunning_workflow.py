@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionCanceled,
         TimelineEntry,
     )
+    from dunning.money import plain_amount
     from dunning.policy import NotifyStep, Policy
     from workflows import search_attributes as sa
 
@@ -264,7 +265,7 @@ class DunningWorkflow:
                 start_to_close_timeout=CALL_TIMEOUT,
                 schedule_to_close_timeout=CHARGE_WINDOW,
                 retry_policy=PROVIDER_RETRY,
-                summary=f"charge {invoice.invoice_id} {self._money(invoice.amount_due, invoice.currency)}"
+                summary=f"charge {invoice.invoice_id} {plain_amount(invoice.amount_due, invoice.currency)}"
                 f" — attempt {attempt} ({trigger})",
             )
         except ActivityError as err:
@@ -536,7 +537,7 @@ class DunningWorkflow:
         )
         self._log(
             "payment_failed",
-            f"{failure.invoice_id} {self._money(failure.amount_due, failure.currency)}: {code or 'declined'}",
+            f"{failure.invoice_id} {plain_amount(failure.amount_due, failure.currency)}: {code or 'declined'}",
         )
         self._record_decline(result)
         self.wake = True
@@ -691,10 +692,6 @@ class DunningWorkflow:
     def _timezone(self) -> str | None:
         return self.state.customer.timezone if self.state.customer else None
 
-    @staticmethod
-    def _money(amount: int, currency: str) -> str:
-        return f"{amount / 100:.2f} {currency.upper()}"
-
     def _log(self, event: str, detail: str = "") -> None:
         self.state.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))
 
@@ -744,7 +741,7 @@ class DunningWorkflow:
             self.published_attributes = values
         amount = sum(i.amount_due for i in self._open_invoices())
         lines = [
-            f"**{stage.value}** · {s.customer_id} · {self._money(amount, self._currency() or '')}"
+            f"**{stage.value}** · {s.customer_id} · {plain_amount(amount, self._currency() or '')}"
             f" · {len(self._open_invoices())} open invoice(s) · policy `{self.policy.name}`",
             f"Next: {label} at {at:%Y-%m-%d %H:%M} UTC" if at and label else "Next: nothing scheduled",
         ]
