@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from babel.numbers import format_currency, get_currency_precision
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -36,6 +35,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from dunning.models import CaseStatus, Stage
+from dunning.money import format_money
 from starter import operator as ops
 
 app = typer.Typer(
@@ -116,12 +116,10 @@ def money(amount: int | None, currency: str | None) -> str:
         return "—"
     if not currency:
         return str(amount)
-    code = currency.upper()
     try:
-        digits = get_currency_precision(code)
-        return format_currency(amount / 10**digits, code, locale="en_US")
-    except Exception:  # unknown currency code: still show something exact
-        return f"{amount} {code} (minor units)"
+        return format_money(amount, currency, locale="en_US")
+    except Exception:  # a currency Babel doesn't know: still show something exact
+        return f"{amount} {currency.upper()} (minor units)"
 
 
 def when(at: datetime | None, now: datetime | None = None, short: bool = False) -> str:
