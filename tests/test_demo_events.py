@@ -74,3 +74,23 @@ def test_demo_population_mixes_every_behaviour() -> None:
     # Every customer acts after their own failure.
     failed_at = {s.case.subscription_id: s.at for s in run.steps if s.action == "failed"}
     assert all(s.at > failed_at[s.case.subscription_id] for s in run.steps if s.action != "failed")
+
+
+def test_a_decline_carried_in_the_event_reaches_the_case_without_asking_stripe():
+    """With the payment intent expanded (older API versions, the sandbox demo), the case opens
+    knowing the decline, so a hard decline is never retried even once."""
+    from starter import stripe_events
+    from starter.stripe_webhook import StartCase, plan
+
+    obj = stripe_events.invoice(
+        invoice_id="in_x",
+        customer_id="cus_x",
+        subscription_id="sub_x",
+        amount_due=4900,
+        currency="usd",
+        payment_method_id="pm_card_chargeDeclinedExpiredCard",
+    )
+    action = plan(stripe_events.event("invoice.payment_failed", obj))
+    assert isinstance(action, StartCase)
+    assert (action.payload.decline_code, action.payload.failure_code) == ("expired_card", "expired_card")
+    assert action.payload.payment_method_id == "pm_card_chargeDeclinedExpiredCard"
