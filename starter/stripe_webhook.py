@@ -148,6 +148,14 @@ def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str
     return _id(invoice.get("subscription")), metadata or {}
 
 
+def _expanded_payment_error(invoice: dict[str, Any]) -> dict[str, Any]:
+    """The decline, when the event carries the invoice's payment intent expanded (older API
+    versions, the sandbox demo); otherwise `{}` and the API asks Stripe for it."""
+    intent = invoice.get("payment_intent")
+    error = intent.get("last_payment_error") if isinstance(intent, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
 def plan(event: dict[str, Any]) -> Action:
     """What a verified Stripe event asks of the cases (pure: no I/O)."""
     event_type = event.get("type")
@@ -171,13 +179,18 @@ def plan(event: dict[str, Any]) -> Action:
         customer_id = _stripe_id(obj.get("customer"), "invoice.customer")
         try:
             created = event.get("created")
+            error = _expanded_payment_error(obj)
             payload = PaymentFailed(
                 invoice_id=_stripe_id(obj.get("id"), "invoice.id"),
                 amount_due=obj["amount_due"],
                 currency=obj["currency"],
                 customer_id=customer_id,
                 subscription_id=subscription_id,
-                payment_method_id=_id(obj.get("default_payment_method")),
+                payment_method_id=_id(error.get("payment_method")) or _id(obj.get("default_payment_method")),
+                failure_code=error.get("code"),
+                decline_code=error.get("decline_code"),
+                advice_code=error.get("advice_code"),
+                message=error.get("message"),
                 hosted_invoice_url=obj.get("hosted_invoice_url"),
                 occurred_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
                 event_id=event_id,
