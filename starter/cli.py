@@ -189,7 +189,10 @@ def up(
 @app.command()
 def worker() -> None:
     """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
+    from activities.logging import configure_logging
     from worker import run_worker
+
+    configure_logging()
 
     try:
         asyncio.run(run_worker())

@@ -219,6 +219,10 @@ class DevStack:
         ]
         if cfg.ui:
             argv += ["--ui-port", str(cfg.ui_port), "--ui-disable-news-fetch"]
+            if self.env.get("DUNNING_ENCRYPTION_KEYS"):
+                # Encrypted payloads: the UI decodes them through the API's codec server
+                # (sign in once at {api}/codec/login, see docs/SECURITY.md).
+                argv += ["--ui-codec-endpoint", f"{cfg.api_url}/codec"]
         else:
             argv += ["--headless"]
         child = self._spawn("temporal", argv)
