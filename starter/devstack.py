@@ -153,6 +153,8 @@ class DevStack:
         env["DUNNING_STATE_DIR"] = str(cfg.state_dir.resolve())
         env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
         env.setdefault("DUNNING_API_TOKEN", DEV_API_TOKEN)
+        # The codec server answers the browser UI of this stack, wherever its port is.
+        env.setdefault("DUNNING_CODEC_CORS_ORIGINS", f"{cfg.ui_url},http://localhost:{cfg.ui_port}")
         # A laptop run talks to nobody: sandbox backends unless chosen explicitly.
         for var in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS"):
             env.setdefault(var, "sandbox")
