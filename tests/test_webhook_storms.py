@@ -9,6 +9,7 @@ Stripe, an outbox that counts every single send) runs the cases with the seconds
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -191,23 +192,27 @@ async def test_card_update_before_the_failure_still_recovers_once(rig: Rig):
     assert all(v == 1 for v in rig.sends_to(shop).values()), rig.sends_to(shop)
 
 
-async def test_a_burst_of_six_hundred_events_loses_and_duplicates_nothing(rig: Rig):
-    """150 subscriptions fail at once. Every failure is delivered twice, a third of the customers
-    pay by hand (`invoice.paid`, twice), and unrelated events ride along: 620 events, 40 in flight
-    at a time, in shuffled order within each subscription's causal order."""
+async def test_a_burst_of_two_thousand_events_loses_and_duplicates_nothing(rig: Rig):
+    """150 subscriptions fail at once. Every failure is delivered 4 times, a third of the customers
+    pay by hand (`invoice.paid`, 3 times), another third add a new card (`payment_method.attached`,
+    twice, fanned out to their open cases), and unrelated events ride along: 2000 events, 40 in
+    flight at a time, the follow-ups shuffled."""
     shops = [rig.shop("burst") for _ in range(150)]
     paid_by_hand = set(shops[::3])
+    new_card = set(shops[1::3])
     events: list[dict] = []
     for n, shop in enumerate(shops):
-        events += [shop.failed(rig.stripe), shop.failed(rig.stripe)]  # the same event twice
+        events += [shop.failed(rig.stripe)] * 4  # the same event, redelivered
         if shop in paid_by_hand:
             rig.stripe.invoices[shop.invoice].update(status="paid", amount_remaining=0)
-            events += [shop.paid(rig.stripe), shop.paid(rig.stripe)]
-        else:
-            events.append(sf.event("charge.refunded", sf.resource("charge"), event_id=f"evt_other_{n}"))
+            events += [shop.paid(rig.stripe)] * 3
+        elif shop in new_card:
+            events += [shop.card_attached()] * 2
+        events.append(sf.event("charge.refunded", sf.resource("charge"), event_id=f"evt_other_{n}"))
     events += [
-        sf.event("plan.created", sf.resource("plan"), event_id=f"evt_plan_{n}") for n in range(620 - len(events))
+        sf.event("plan.created", sf.resource("plan"), event_id=f"evt_plan_{n}") for n in range(2000 - len(events))
     ]
+    random.Random(20261121).shuffle(events)
 
     gate = asyncio.Semaphore(40)
     statuses: Counter = Counter()
