@@ -198,13 +198,20 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
         client = await Client.connect(f"127.0.0.1:{up.temporal_port}", data_converter=pydantic_data_converter)
 
         async def both_listed() -> list:
-            query = f"WorkflowType = 'DunningWorkflow' AND CustomerId = '{customer}' AND DunningStage = 'retrying'"
+            # the soft decline is retried; the expired card waits for a new one
+            query = (
+                f"WorkflowType = 'DunningWorkflow' AND CustomerId = '{customer}'"
+                " AND DunningStage IN ('retrying', 'awaiting_payment_method') AND DeclineCategory IS NOT NULL"
+            )
             rows = [wf async for wf in client.list_workflows(query)]
             return rows if len(rows) == 2 else []
 
         rows = await eventually(both_listed)
         by_id = {wf.id: wf.typed_search_attributes for wf in rows}
         assert set(by_id) == {f"dunning-{soft_sub}", f"dunning-{hard_sub}"}
+        assert by_id[f"dunning-{soft_sub}"].get(sa.DUNNING_STAGE) == "retrying"
+        assert by_id[f"dunning-{hard_sub}"].get(sa.DUNNING_STAGE) == "awaiting_payment_method"
+        assert by_id[f"dunning-{hard_sub}"].get(sa.DECLINE_CATEGORY) == "hard"
         assert by_id[f"dunning-{soft_sub}"].get(sa.SUBSCRIPTION_ID) == soft_sub
         assert by_id[f"dunning-{soft_sub}"].get(sa.AMOUNT_DUE) == 4900
         assert by_id[f"dunning-{hard_sub}"].get(sa.AMOUNT_DUE) == 12900
