@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests import stripe_fakes as sf  # noqa: E402  (Stripe's fixture shapes)
 
 _lock = threading.Lock()
-_invoices: dict[str, dict[str, Any]] = {}
-_customers: dict[str, bytes] = {}
+_paid: set[str] = set()
 _arrivals: dict[str, float] = {}
 _replays: dict[str, bytes] = {}
 _counts: Counter[str] = Counter()
@@ -42,23 +41,57 @@ _PAY = re.compile(r"^/v1/invoices/([^/]+)/pay$")
 _CUSTOMER = re.compile(r"^/v1/customers/([^/]+)$")
 _SUBSCRIPTION = re.compile(r"^/v1/subscriptions/([^/]+)$")
 
-
-def _invoice(invoice_id: str) -> dict[str, Any]:
-    with _lock:
-        inv = _invoices.get(invoice_id)
-        if inv is None:
-            inv = _invoices[invoice_id] = sf.invoice(invoice_id, hosted_invoice_url=None)
-        return inv
+# Bodies are built once from the fixtures around a placeholder id, then only the id is swapped:
+# the fake must cost next to nothing, or the benchmark measures the fake.
+_ID = "in_PLACEHOLDER0"
 
 
-def _failed_payment(invoice_id: str) -> dict[str, Any]:
-    if "_hard_" in invoice_id:
-        return sf.failed_payment(invoice_id, code="expired_card", decline_code="expired_card")
-    return sf.failed_payment(invoice_id, decline_code="insufficient_funds")
+def _template(obj: Any) -> str:
+    return json.dumps(obj)
+
+
+def _invoice_body(status: str, expand: str | None) -> str:
+    inv = sf.invoice(_ID, status=status, hosted_invoice_url=None)
+    if expand:
+        code = {"hard": "expired_card", "soft": "card_declined"}[expand]
+        decline = "expired_card" if expand == "hard" else "insufficient_funds"
+        inv["payments"] = {
+            "object": "list",
+            "data": [sf.failed_payment(_ID, code=code, decline_code=decline)],
+            "has_more": False,
+            "url": f"/v1/invoices/{_ID}/payments",
+        }
+    return _template(inv)
+
+
+_TEMPLATES = {
+    ("open", None): _invoice_body("open", None),
+    ("paid", None): _invoice_body("paid", None),
+    ("open", "hard"): _invoice_body("open", "hard"),
+    ("open", "soft"): _invoice_body("open", "soft"),
+}
+_CUSTOMER_TEMPLATE = _template(sf.customer("cus_PLACEHOLDER0"))
+_SUBSCRIPTION_TEMPLATES = {
+    status: _template(sf.subscription("sub_PLACEHOLDER0", status=status)) for status in ("past_due", "canceled")
+}
+_PORTAL_TEMPLATE = _template(sf.portal_session("cus_PLACEHOLDER0"))
+
+
+def _invoice(invoice_id: str, *, expand: bool = False) -> bytes:
+    status = "paid" if invoice_id in _paid else "open"
+    kind = ("hard" if "_hard_" in invoice_id else "soft") if expand and status == "open" else None
+    return _TEMPLATES[(status, kind)].replace(_ID, invoice_id).encode()
+
+
+def _with_id(template: str, placeholder: str, value: str) -> bytes:
+    return template.replace(placeholder, value).encode()
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK pools connections
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + the client's delayed
+    # ACK hold every answer ~40 ms, and the benchmark would measure that.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -89,28 +122,17 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, dict(_counts))
             return
         if m := _INVOICE.match(path):
-            _counts["GET invoice" + (" (expand payments)" if "payments" in query else "")] += 1
-            body = dict(_invoice(m.group(1)))
-            if "payments" in query:
-                body["payments"] = {
-                    "object": "list",
-                    "data": [_failed_payment(m.group(1))],
-                    "has_more": False,
-                    "url": f"/v1/invoices/{m.group(1)}/payments",
-                }
-            self._send(200, body)
+            expand = "payments" in query
+            _counts["GET invoice" + (" (expand payments)" if expand else "")] += 1
+            self._send(200, _invoice(m.group(1), expand=expand))
             return
         if m := _CUSTOMER.match(path):
             _counts["GET customer"] += 1
-            customer_id = m.group(1)
-            data = _customers.get(customer_id)
-            if data is None:
-                data = _customers[customer_id] = json.dumps(sf.customer(customer_id)).encode()
-            self._send(200, data)
+            self._send(200, _with_id(_CUSTOMER_TEMPLATE, "cus_PLACEHOLDER0", m.group(1)))
             return
         if m := _SUBSCRIPTION.match(path):
             _counts["GET subscription"] += 1
-            self._send(200, sf.subscription(m.group(1)))
+            self._send(200, _with_id(_SUBSCRIPTION_TEMPLATES["past_due"], "sub_PLACEHOLDER0", m.group(1)))
             return
         self._send(404, {"error": {"type": "invalid_request_error", "message": f"no route {path}"}})
 
@@ -124,24 +146,21 @@ class Handler(BaseHTTPRequestHandler):
             key = self.headers.get("Idempotency-Key")
             with _lock:
                 _arrivals.setdefault(invoice_id, arrived)
-                if key and key in _replays:
-                    self._send(200, _replays[key])
-                    return
-            inv = _invoice(invoice_id)
-            with _lock:
-                inv.update(status="paid", amount_paid=inv["amount_due"], amount_remaining=0)
-                data = json.dumps(inv).encode()
-                if key:
-                    _replays[key] = data
+                data = _replays.get(key or "")
+                if data is None:
+                    _paid.add(invoice_id)
+                    data = _invoice(invoice_id)
+                    if key:
+                        _replays[key] = data
             self._send(200, data)
             return
         if path == "/v1/billing_portal/sessions":
             _counts["POST portal session"] += 1
-            self._send(200, sf.portal_session(form.get("customer", "cus_unknown")))
+            self._send(200, _with_id(_PORTAL_TEMPLATE, "cus_PLACEHOLDER0", form.get("customer", "cus_unknown")))
             return
         if m := _SUBSCRIPTION.match(path):
             _counts["POST subscription"] += 1
-            self._send(200, sf.subscription(m.group(1)))
+            self._send(200, _with_id(_SUBSCRIPTION_TEMPLATES["past_due"], "sub_PLACEHOLDER0", m.group(1)))
             return
         self._send(404, {"error": {"type": "invalid_request_error", "message": f"no route {path}"}})
 
@@ -149,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if m := _SUBSCRIPTION.match(path):
             _counts["DELETE subscription"] += 1
-            self._send(200, sf.subscription(m.group(1), status="canceled"))
+            self._send(200, _with_id(_SUBSCRIPTION_TEMPLATES["canceled"], "sub_PLACEHOLDER0", m.group(1)))
             return
         self._send(404, {"error": {"type": "invalid_request_error", "message": f"no route {path}"}})
 

@@ -22,10 +22,16 @@ async def bench_noop() -> None:
 class MinimalWorkflow:
     @workflow.run
     async def run(self, plan: list[float | None]) -> int:
-        """`plan`: a timer of that many seconds, or None for one activity."""
+        """`plan`: a timer firing that many seconds after the start, or None for one activity.
+
+        Timers aim at the same moments as the case's (which plans against absolute times, so
+        slow activities under load don't push the whole case later); a moment already past
+        still gets its timer (1 ms), so the count of commands stays the same."""
+        started = workflow.now()
         for step in plan:
             if step is None:
                 await workflow.execute_activity(bench_noop, start_to_close_timeout=timedelta(seconds=60))
             else:
-                await workflow.sleep(timedelta(seconds=step))
+                due = started + timedelta(seconds=step) - workflow.now()
+                await workflow.sleep(max(due, timedelta(milliseconds=1)))
         return len(plan)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -50,6 +51,7 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
+from activities.stripe_backend import StripePayments  # noqa: E402
 from dunning.models import CaseStatus, DunningInput, PaymentFailed  # noqa: E402
 from dunning.policy import Policy, load_policies  # noqa: E402
 from tests import stripe_fakes as sf  # noqa: E402
@@ -76,16 +78,17 @@ class Config:
     throughput_cases: int
     time_scale: float  # 1.0: the compressed policy's seconds; smaller in --quick
     invoice_counts: tuple[int, ...]
-    sleeping_points: list[tuple[int, int]]  # (open cases, invoices per case)
+    sleeping_points: list[tuple[int, int, bool]]  # (open cases, invoices per case, in the SDK's sandbox)
+    settle: float = 1.0  # seconds to let a worker go quiet before reading its memory
 
 
 def config(args: argparse.Namespace) -> Config:
     if args.quick:
-        return Config(True, 1, 12, 4, 2, 3, 0.15, (1, 3), [(10, 1)])
-    points = [(1000, 1), (10_000, 1), (1000, 3), (1000, 10)]
+        return Config(True, 1, 12, 4, 2, 3, 0.05, (1, 3), [(10, 1, True)], settle=0.2)
+    points = [(1000, 1, True), (10_000, 1, True), (1000, 3, True), (1000, 10, True), (1000, 1, False)]
     if args.with_50k:
-        points.append((50_000, 1))
-    return Config(False, args.repeat, 1000, 32, 60, 300, 1.0, (1, 3, 10), points)
+        points.append((50_000, 1, True))
+    return Config(False, args.repeat, 1000, 32, 60, 200, 1.0, (1, 3, 10), points)
 
 
 # --- processes -----------------------------------------------------------------------
@@ -120,9 +123,7 @@ class Procs:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -170,8 +171,14 @@ async def start_dev_server(procs: Procs) -> DevServer:
 
 
 async def start_worker(
-    procs: Procs, server: DevServer, task_queue: str, *, payments: str = "sandbox", max_cached: int = 1000,
+    procs: Procs,
+    server: DevServer,
+    task_queue: str,
+    *,
+    payments: str = "sandbox",
+    max_cached: int = 1000,
     stripe_base: str | None = None,
+    sandboxed: bool = True,
 ) -> subprocess.Popen:
     ready = procs.logs / f"worker-{task_queue}.ready"
     env = {
@@ -182,13 +189,14 @@ async def start_worker(
         "BENCH_READY_FILE": str(ready),
         "STRIPE_API_KEY": STRIPE_KEY,
         "STRIPE_API_BASE": stripe_base or "",
+        "BENCH_UNSANDBOXED": "" if sandboxed else "1",
     }
     proc = procs.start(f"worker-{task_queue}", [sys.executable, "-m", "bench.worker_child"], env)
     await _until(lambda: ready.exists(), proc, procs, f"worker {task_queue}")
     return proc
 
 
-async def start_fake_stripe(procs: Procs) -> str:
+async def start_fake_stripe(procs: Procs) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = procs.start("fake-stripe", [sys.executable, "-m", "bench.fake_stripe", str(port)])
     base = f"http://127.0.0.1:{port}"
@@ -201,7 +209,7 @@ async def start_fake_stripe(procs: Procs) -> str:
             return False
 
     await _until(up, proc, procs, "fake Stripe")
-    return base
+    return proc, base
 
 
 async def start_api(procs: Procs, server: DevServer, stripe_base: str, task_queue: str) -> str:
@@ -264,7 +272,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
     return "\n".join(lines)
 
 
@@ -315,12 +325,16 @@ class HistoryCost:
 
 async def history_cost(handle: WorkflowHandle) -> HistoryCost:
     history = await handle.fetch_history()
-    plan: list[float | None] = []
+    plan: list[float | None] = []  # timers as "fires N s after the start", activities as None
     kinds: dict[int, int] = {}
+    opened = history.events[0].event_time.ToDatetime()
     for event in history.events:
         kinds[event.event_type] = kinds.get(event.event_type, 0) + 1
         if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
-            plan.append(event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds())
+            fires = (
+                event.event_time.ToDatetime() + event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+            )
+            plan.append((fires - opened).total_seconds())
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             plan.append(None)
     return HistoryCost(
@@ -415,6 +429,13 @@ async def open_case(
     return handle
 
 
+def cases(
+    client: Client, task_queue: str, prefix: str, count: int, policy: Policy, invoices: int = 1
+) -> list[Callable[[], Awaitable[WorkflowHandle]]]:
+    """`count` jobs, each opening one case when called."""
+    return [functools.partial(open_case, client, task_queue, f"{prefix}_{i}", policy, invoices) for i in range(count)]
+
+
 async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
     gate = asyncio.Semaphore(concurrency)
 
@@ -451,12 +472,19 @@ def failed_event(key: str, *, hard: bool = False) -> dict[str, Any]:
 # --- 1. ingestion ----------------------------------------------------------------------
 
 
-async def bench_ingestion(cfg: Config, server: DevServer, api: str, task_queue: str) -> dict[str, Any]:
+async def bench_ingestion(cfg: Config, server: DevServer, api: str, stripe: str, task_queue: str) -> dict[str, Any]:
     section(SECTIONS[0])
     client = server.client
+    lookup = StripePayments(STRIPE_KEY, api_base=stripe)
     policy = load_policies()["default"]
     n, conc = cfg.ingest_events, cfg.ingest_concurrency
-    runs: dict[str, list[tuple[float, list[float]]]] = {"webhook": [], "describe+start": [], "start": [], "bare": []}
+    runs: dict[str, list[tuple[float, list[float]]]] = {
+        "webhook": [],
+        "lookup": [],
+        "describe+start": [],
+        "start": [],
+        "bare": [],
+    }
 
     async with httpx.AsyncClient(base_url=api, timeout=30, limits=httpx.Limits(max_connections=conc)) as http:
         for i in range(min(10, n)):  # warm up: the API's Temporal client connects on first use
@@ -507,14 +535,15 @@ async def bench_ingestion(cfg: Config, server: DevServer, api: str, task_queue: 
             runs["describe+start"].append(await timed([start(f"d{tag}_{i}", describe=True) for i in range(n)]))
             runs["start"].append(await timed([start(f"s{tag}_{i}") for i in range(n)]))
             runs["bare"].append(await timed([start(f"b{tag}_{i}", bare=True) for i in range(n)]))
+            runs["lookup"].append(
+                await timed([functools.partial(lookup.failure_details, f"in_l{tag}_{i}") for i in range(n)])
+            )
 
     # Every accepted webhook is a started case (visibility lags a little behind).
     expected = cfg.repeat * n
     started = await client.count_workflows(f'TaskQueue = "{task_queue}" AND CustomerId STARTS_WITH "cus_w"')
     if started.count < expected:
-        await wait_count(
-            client, f'TaskQueue = "{task_queue}" AND CustomerId STARTS_WITH "cus_w"', expected, timeout=30
-        )
+        await wait_count(client, f'TaskQueue = "{task_queue}" AND CustomerId STARTS_WITH "cus_w"', expected, timeout=30)
 
     ceiling = med([r for r, _ in runs["start"]])
     labels = {
@@ -522,6 +551,7 @@ async def bench_ingestion(cfg: Config, server: DevServer, api: str, task_queue: 
         "describe+start": "describe + start_workflow (the API's Temporal calls)",
         "start": "start_workflow, same arguments (ceiling)",
         "bare": "start_workflow, bare (no input, no signal)",
+        "lookup": "the API's Stripe failure lookup alone (loopback fake)",
     }
     rows, figures = [], {}
     for name, label in labels.items():
@@ -533,6 +563,7 @@ async def bench_ingestion(cfg: Config, server: DevServer, api: str, task_queue: 
     print(f"{n} events per run, {conc} concurrent, median of {cfg.repeat} run(s); no worker polls these cases")
     print(table(["path", "cases/s", "p50 ms", "p99 ms", "ratio"], rows))
     print(f"started cases found in visibility: {expected}/{expected}")
+    await lookup.aclose()
     return figures
 
 
@@ -552,7 +583,7 @@ async def bench_reaction(cfg: Config, server: DevServer, api: str, stripe: str, 
             assert response.status_code == 200, response.text
         query = f'TaskQueue = "{task_queue}" AND DunningStage = "awaiting_payment_method"'
         await wait_count(client, query, k, timeout=60 + k)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(cfg.settle)
         stats_before = (await fake.get("/_bench/stats")).json()
 
         reactions, acks = [], []
@@ -594,27 +625,33 @@ async def bench_reaction(cfg: Config, server: DevServer, api: str, stripe: str, 
 # --- 3. throughput -----------------------------------------------------------------------
 
 
-async def run_batch(client: Client, jobs: list[Callable[[], Awaitable[WorkflowHandle]]]) -> tuple[float, float]:
-    """Starts every case (64 at a time) and waits for all results: cases/s and the makespan."""
+async def run_batch(
+    client: Client, jobs: list[Callable[[], Awaitable[WorkflowHandle]]]
+) -> tuple[float, float, list[WorkflowHandle]]:
+    """Starts every case (64 at a time) and waits for all results: cases/s, the makespan, the cases."""
     t0 = time.perf_counter()
     handles = await bounded(64, jobs)
     await asyncio.gather(*(h.result() for h in handles))
     elapsed = time.perf_counter() - t0
-    return len(handles) / elapsed, elapsed
+    return len(handles) / elapsed, elapsed, handles
 
 
 async def bench_throughput(cfg: Config, server: DevServer, task_queue: str) -> tuple[dict[str, Any], HistoryCost]:
     section(SECTIONS[2])
     client, m = server.client, cfg.throughput_cases
     policy = compressed_policy(cfg.time_scale)
-    # One case alone: its duration, and its timers and activities, the minimal workflow's plan.
-    t0 = time.perf_counter()
-    probe = await open_case(client, task_queue, f"probe{uuid.uuid4().hex[:6]}", policy)
-    final = await probe.result()
-    alone = time.perf_counter() - t0
-    assert final.outcome is not None and final.outcome.value == "canceled", final.outcome
-    cost = await history_cost(probe)
-    plan = cost.plan
+    # One case alone: its duration, and its timers and activities, the minimal workflow's plan
+    # (--quick takes them from the first batch: it only checks that this runs).
+    probe: WorkflowHandle | None = None
+    alone = float("nan")
+    if not cfg.quick:
+        t0 = time.perf_counter()
+        probe = await open_case(client, task_queue, f"probe{uuid.uuid4().hex[:6]}", policy)
+        final = await probe.result()
+        alone = time.perf_counter() - t0
+        assert final.outcome is not None and final.outcome.value == "canceled", final.outcome
+
+    plan: list[float | None] = []
 
     async def minimal(key: str) -> WorkflowHandle:
         return await client.start_workflow(
@@ -624,17 +661,25 @@ async def bench_throughput(cfg: Config, server: DevServer, task_queue: str) -> t
     dunning_runs, minimal_runs = [], []
     for rep in range(cfg.repeat):
         tag = f"{rep}{uuid.uuid4().hex[:4]}"
-        dunning_runs.append(
-            await run_batch(client, [lambda i=i: open_case(client, task_queue, f"t{tag}_{i}", policy) for i in range(m)])
-        )
-        minimal_runs.append(await run_batch(client, [lambda i=i: minimal(f"{tag}_{i}") for i in range(m)]))
+        rate, elapsed, handles = await run_batch(client, cases(client, task_queue, f"t{tag}", m, policy))
+        dunning_runs.append((rate, elapsed))
+        if not plan:
+            cost = await history_cost(probe or handles[0])
+            plan.extend(cost.plan)
+        rate, elapsed, _ = await run_batch(client, [functools.partial(minimal, f"{tag}_{i}") for i in range(m)])
+        minimal_runs.append((rate, elapsed))
     d_rate, m_rate = med([r for r, _ in dunning_runs]), med([r for r, _ in minimal_runs])
     rows = [
         ["DunningWorkflow, compressed policy", d_rate, med([e for _, e in dunning_runs]), 1.0],
-        ["BenchMinimalWorkflow, same timers and activities", m_rate, med([e for _, e in minimal_runs]), m_rate / d_rate],
+        [
+            "BenchMinimalWorkflow, same timers and activities",
+            m_rate,
+            med([e for _, e in minimal_runs]),
+            m_rate / d_rate,
+        ],
     ]
     print(
-        f"{m} cases per batch, median of {cfg.repeat} run(s); one case alone takes {alone:.1f} s "
+        f"{m} cases per batch, median of {cfg.repeat} run(s); one case alone takes {_fmt(alone)} s "
         f"({cost.timers} timers, {cost.activities} activities; sandbox backends, one worker process)"
     )
     print(table(["workflow", "cases/s", "batch s", "vs ours"], rows))
@@ -664,10 +709,14 @@ async def bench_cost(cfg: Config, server: DevServer, task_queue: str) -> dict[st
     rows, figures = [], {}
     for k, handle in zip(cfg.invoice_counts, handles, strict=True):
         c = await history_cost(handle)
-        rows.append([k, c.events, c.workflow_tasks, c.activities, c.timers, c.upserts, c.payload_bytes, c.history_bytes])
+        rows.append(
+            [k, c.events, c.workflow_tasks, c.activities, c.timers, c.upserts, c.payload_bytes, c.history_bytes]
+        )
         figures[str(k)] = {key: v for key, v in c.__dict__.items() if key != "plan"}
     print("one whole case (retries all declined → suspended → canceled) on the compressed policy")
-    print(table(["invoices", "events", "wf tasks", "activities", "timers", "SA upserts", "payload B", "history B"], rows))
+    print(
+        table(["invoices", "events", "wf tasks", "activities", "timers", "SA upserts", "payload B", "history B"], rows)
+    )
     return figures
 
 
@@ -675,48 +724,60 @@ async def bench_cost(cfg: Config, server: DevServer, task_queue: str) -> dict[st
 
 
 async def bench_sleeping(
-    cfg: Config, procs: Procs, shared: DevServer | None, points: list[tuple[int, int]]
+    cfg: Config,
+    procs: Procs,
+    points: list[tuple[int, int, bool]],
+    shared: tuple[DevServer, subprocess.Popen, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """A fresh server and worker per point; `shared` (server, worker, its task queue) in --quick."""
     section(SECTIONS[4])
     policy = load_policies()["default"]  # real days: every case sleeps until its first retry
     rows, figures = [], []
-    for n, invoices in points:
-        server = shared or await start_dev_server(procs)
-        task_queue = f"sleep-{n}-{invoices}-{uuid.uuid4().hex[:4]}"
-        warm = 20
-        worker = await start_worker(procs, server, task_queue, max_cached=n + warm + 100)
+    for n, invoices, sandboxed in points:
+        warm = 2 if cfg.quick else 20
+        if shared:
+            server, worker, task_queue = shared
+        else:
+            server = await start_dev_server(procs)
+            task_queue = f"sleep-{n}-{invoices}-{uuid.uuid4().hex[:4]}"
+            worker = await start_worker(procs, server, task_queue, max_cached=n + warm + 100, sandboxed=sandboxed)
         client = server.client
         sleeping = f'TaskQueue = "{task_queue}" AND DunningStage = "retrying" AND AmountDue = {4900 * invoices}'
         tag = uuid.uuid4().hex[:4]
 
-        def jobs(prefix: str, count: int) -> list[Callable[[], Awaitable[Any]]]:
-            return [
-                lambda i=i: open_case(client, task_queue, f"{prefix}{tag}_{i}", policy, invoices)
-                for i in range(count)
-            ]
-
-        await bounded(16, jobs("warm", warm))
+        await bounded(16, cases(client, task_queue, f"warm{tag}", warm, policy, invoices))
         await wait_count(client, sleeping, warm, timeout=60)
-        await asyncio.sleep(1)
+        await asyncio.sleep(cfg.settle)
         before = rss_mib(worker.pid)
         server_before = rss_mib(server.proc.pid)
         t0 = time.monotonic()
-        handles = await bounded(64, jobs("open", n))
+        handles = await bounded(64, cases(client, task_queue, f"open{tag}", n, policy, invoices))
         done = await wait_count(client, sleeping, warm + n, timeout=120 + n / 10)
         rate = n / (done - t0)
-        await asyncio.sleep(2)
+        await asyncio.sleep(2 * cfg.settle)
         after = rss_mib(worker.pid)
         server_after = rss_mib(server.proc.pid)
         cost = await history_cost(handles[0])
         per_case_kib = (after - before) * 1024 / n
         rows.append(
-            [n, invoices, rate, cost.events, cost.payload_bytes, before, after, per_case_kib,
-             (server_after - server_before) * 1024 / n]
+            [
+                n,
+                invoices,
+                "yes" if sandboxed else "no (comparison)",
+                rate,
+                cost.events,
+                cost.payload_bytes,
+                before,
+                after,
+                per_case_kib,
+                (server_after - server_before) * 1024 / n,
+            ]
         )
         figures.append(
             {
                 "cases": n,
                 "invoices": invoices,
+                "sandboxed": sandboxed,
                 "opened_per_second": rate,
                 "events_while_sleeping": cost.events,
                 "payload_bytes_while_sleeping": cost.payload_bytes,
@@ -726,11 +787,12 @@ async def bench_sleeping(
                 "server_kib_per_case": (server_after - server_before) * 1024 / n,
             }
         )
-        print(f"  {n:,} open cases x {invoices} invoice(s): {per_case_kib:.0f} KiB/case", flush=True)
-        procs.stop(worker)
-        if shared is None:
+        note = "" if sandboxed else " (no sandbox)"
+        print(f"  {n:,} open cases x {invoices} invoice(s){note}: {per_case_kib:.0f} KiB/case", flush=True)
+        if not shared:
+            procs.stop(worker)
             procs.stop(server.proc)
-    headers = ["open cases", "invoices", "opened/s", "events", "payload B", "worker MiB before", "after"]
+    headers = ["open cases", "invoices", "sandbox", "opened/s", "events", "payload B", "worker MiB before", "after"]
     print(table([*headers, "KiB/case", "server KiB/case"], rows))
     print(
         "default policy (cases sleep until the first retry, a day away); worker cache sized to hold every case; "
@@ -744,13 +806,19 @@ async def bench_sleeping(
 
 def machine() -> dict[str, Any]:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     mem = next(
-        (int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-         if line.startswith("MemTotal")),
+        (
+            int(line.split()[1]) // 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
         0,
     )
     version = subprocess.run([binary("temporal"), "--version"], capture_output=True, text=True).stdout.strip()
@@ -783,19 +851,38 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         tag = uuid.uuid4().hex[:4]
         q_ingest, q_react, q_cases = f"ingest-{tag}", f"react-{tag}", f"cases-{tag}"
-        server, stripe = await asyncio.gather(start_dev_server(procs), start_fake_stripe(procs))
-        api_ingest, api_react, _, _ = await asyncio.gather(
+        server, (stripe_proc, stripe) = await asyncio.gather(start_dev_server(procs), start_fake_stripe(procs))
+        api_ingest, api_react, _, cases_worker = await asyncio.gather(
             start_api(procs, server, stripe, q_ingest),
             start_api(procs, server, stripe, q_react),
             start_worker(procs, server, q_react, payments="stripe", stripe_base=stripe),
             start_worker(procs, server, q_cases),
         )
-        results["ingestion"] = await bench_ingestion(cfg, server, api_ingest, q_ingest)
-        results["reaction"] = await bench_reaction(cfg, server, api_react, stripe, q_react)
-        results["throughput"], _ = await bench_throughput(cfg, server, q_cases)
-        results["cost"] = await bench_cost(cfg, server, q_cases)
-        # Memory is measured on a fresh server and worker per point (the shared one in --quick).
-        results["sleeping"] = await bench_sleeping(cfg, procs, server if cfg.quick else None, cfg.sleeping_points)
+        print(f"(processes up in {time.monotonic() - started:.1f} s; logs in {procs.logs})")
+
+        async def timed(coro: Awaitable[Any]) -> Any:
+            t = time.monotonic()
+            result = await coro
+            print(f"(section took {time.monotonic() - t:.1f} s)", flush=True)
+            return result
+
+        only = args.only or {1, 2, 3, 4, 5}
+        if 1 in only:
+            results["ingestion"] = await timed(bench_ingestion(cfg, server, api_ingest, stripe, q_ingest))
+        if 2 in only:
+            results["reaction"] = await timed(bench_reaction(cfg, server, api_react, stripe, q_react))
+        if 3 in only:
+            results["throughput"], _ = await timed(bench_throughput(cfg, server, q_cases))
+        if 4 in only:
+            results["cost"] = await timed(bench_cost(cfg, server, q_cases))
+        # Memory is measured on a fresh server and worker per point (the shared ones in --quick);
+        # the shared server, busy with thousands of cases left by the sections above, stops first.
+        shared = (server, cases_worker, q_cases) if cfg.quick else None
+        if not cfg.quick:
+            for proc in [p for p in procs.procs if p is not stripe_proc]:
+                procs.stop(proc)
+        if 5 in only:
+            results["sleeping"] = await timed(bench_sleeping(cfg, procs, cfg.sleeping_points, shared))
     finally:
         procs.stop_all()
     results["load_average_at_end"] = os.getloadavg()
@@ -809,10 +896,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny counts: checks the script runs (figures meaningless)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny counts: checks the script runs (figures meaningless)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of the rate sections; medians are printed")
     parser.add_argument("--with-50k", action="store_true", help="also 50,000 open sleeping cases (slow here)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument(
+        "--only",
+        type=lambda text: {int(n) for n in text.split(",")},
+        help="run only these sections, e.g. --only 1,2 (default: all five)",
+    )
     return parser.parse_args()
 
 

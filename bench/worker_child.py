@@ -7,7 +7,8 @@ The production workflow and activity classes, on one task queue, with:
   the worker's memory is the cases' and the SDK's, not a growing outbox);
 - consent: the production SQLite store in a temporary folder.
 It also runs the yardstick `BenchMinimalWorkflow`. `BENCH_MAX_CACHED` sets the sticky cache size
-(the SDK's default is 1000). It touches `BENCH_READY_FILE` once polling, and stops on SIGTERM.
+(the SDK's default is 1000); `BENCH_UNSANDBOXED=1` runs workflows outside the SDK's sandbox, only
+to measure what the sandbox costs. It touches `BENCH_READY_FILE` once polling, and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from activities.case_activities import NotificationActivities, PaymentActivities  # noqa: E402
 from activities.consent import SqliteConsentStore  # noqa: E402
@@ -61,9 +62,7 @@ async def main() -> None:
                 raise
             await asyncio.sleep(0.2)
     payments = (
-        StripePayments.from_settings(Settings())
-        if os.environ.get("BENCH_PAYMENTS") == "stripe"
-        else SandboxPayments()
+        StripePayments.from_settings(Settings()) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
     )
     outbox = SinkOutbox()
     state_dir = tempfile.mkdtemp(prefix="dunning-bench-")
@@ -84,6 +83,8 @@ async def main() -> None:
             bench_noop,
         ],
         max_cached_workflows=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
+        # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
+        **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
