@@ -99,8 +99,12 @@ class NotificationActivities:
     async def _send(self, request: NotificationRequest) -> NotificationResult:
         channel = request.channel
         if request.check_invoices_open and request.invoice_ids:
-            open_invoices = [i for i in request.invoice_ids if await self.payments.invoice_is_open(i)]
-            if not open_invoices:
+            # One open invoice is reason enough to write: stop reading Stripe at the first one
+            # (a case with ten invoices made ten sequential reads per message).
+            for invoice_id in request.invoice_ids:
+                if await self.payments.invoice_is_open(invoice_id):
+                    break
+            else:
                 return NotificationResult(channel=channel, status="skipped", reason="invoice already paid")
         if channel is Channel.IN_APP:
             # The banner lives in the case itself and is served by the API from the `status` query.

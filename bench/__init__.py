@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python bench/run.py [--quick]`. See docs/performance.md."""

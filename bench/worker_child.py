@@ -1,0 +1,99 @@
+"""The benchmark's worker process: `python -m bench.worker_child` (started by bench/run.py).
+
+The production workflow and activity classes, on one task queue, with:
+- payments: `BENCH_PAYMENTS=stripe` → the Stripe backend (`STRIPE_API_KEY`, `STRIPE_API_BASE`
+  pointing at bench/fake_stripe.py), else the in-memory sandbox;
+- email and SMS: rendered for real by the activity, then dropped (a sink that keeps nothing, so
+  the worker's memory is the cases' and the SDK's, not a growing outbox);
+- consent: the production SQLite store in a temporary folder.
+It also runs the yardstick `BenchMinimalWorkflow`. `BENCH_MAX_CACHED` sets the sticky cache size
+(the SDK's default is 1000); `BENCH_UNSANDBOXED=1` runs workflows outside the SDK's sandbox, only
+to measure what the sandbox costs. It touches `BENCH_READY_FILE` once polling, and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
+
+from activities.case_activities import NotificationActivities, PaymentActivities  # noqa: E402
+from activities.consent import SqliteConsentStore  # noqa: E402
+from activities.sandbox import SandboxPayments  # noqa: E402
+from activities.settings import Settings  # noqa: E402
+from activities.stripe_backend import StripePayments  # noqa: E402
+from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
+from workflows.dunning_workflow import DunningWorkflow  # noqa: E402
+
+
+class SinkOutbox:
+    """Email and SMS backend that accepts and forgets."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send_email(self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> str:
+        self.sent += 1
+        return f"sink-{self.sent}"
+
+    async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
+        self.sent += 1
+        return f"sink-{self.sent}"
+
+
+async def main() -> None:
+    address = os.environ["BENCH_ADDRESS"]
+    task_queue = os.environ["BENCH_TASK_QUEUE"]
+    for attempt in range(100):  # the dev server may still be starting
+        try:
+            client = await Client.connect(address, data_converter=pydantic_data_converter)
+            break
+        except RuntimeError:
+            if attempt == 99:
+                raise
+            await asyncio.sleep(0.2)
+    payments = (
+        StripePayments.from_settings(Settings()) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
+    )
+    outbox = SinkOutbox()
+    state_dir = tempfile.mkdtemp(prefix="dunning-bench-")
+    consent = SqliteConsentStore(Path(state_dir) / "consent.sqlite3")
+    pay = PaymentActivities(payments)
+    notify = NotificationActivities(payments, outbox, outbox, consent)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[DunningWorkflow, MinimalWorkflow],
+        activities=[
+            pay.charge_invoice,
+            pay.suspend_access,
+            pay.restore_access,
+            pay.cancel_subscription,
+            pay.get_customer,
+            notify.send_notification,
+            bench_noop,
+        ],
+        max_cached_workflows=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
+        # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
+        **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        Path(os.environ["BENCH_READY_FILE"]).touch()
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
