@@ -24,6 +24,7 @@ from activities.backends import (
 )
 from activities.messages import UnknownTemplate, render_message
 from dunning.models import (
+    PAID_ELSEWHERE,
     AccessRequest,
     Channel,
     ChargeRequest,
@@ -105,7 +106,7 @@ class NotificationActivities:
                 if await self.payments.invoice_is_open(invoice_id):
                     break
             else:
-                return NotificationResult(channel=channel, status="skipped", reason="invoice already paid")
+                return NotificationResult(channel=channel, status="skipped", reason=PAID_ELSEWHERE)
         if channel is Channel.IN_APP:
             # The banner lives in the case itself and is served by the API from the `status` query.
             return NotificationResult(channel=channel, status="sent", reason="in-app banner updated")

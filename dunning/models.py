@@ -176,6 +176,10 @@ class NotificationRequest(_Model):
     context: dict[str, str | int | float | bool | None] = {}
 
 
+PAID_ELSEWHERE = "invoice already paid"
+"""The reason a message is skipped because the invoice turned out to be paid."""
+
+
 class NotificationResult(_Model):
     channel: Channel
     status: Literal["sent", "skipped", "failed"]

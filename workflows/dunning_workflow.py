@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from dunning import schedule
     from dunning.declines import classify_decline, is_retryable_on_same_card
     from dunning.models import (
+        PAID_ELSEWHERE,
         AccessRequest,
         AccessState,
         AttemptRecord,
@@ -362,7 +363,7 @@ class DunningWorkflow:
                     template=template,
                     channel=channel,
                     status="skipped",
-                    reason="invoice already paid",
+                    reason=PAID_ELSEWHERE,
                     step=step_id,
                 )
             )
@@ -385,7 +386,12 @@ class DunningWorkflow:
             # The banner is the case's own state (set above, served by the API from `status`):
             # an activity only re-read the invoice and answered "sent", for 3 events and a
             # workflow task per banner (docs/performance.md).
-            result = NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
+            # Stripe told an earlier channel of this step that the invoice is paid: no banner either.
+            if any(n.step == step_id and n.reason == PAID_ELSEWHERE for n in s.notifications):
+                result = NotificationResult(channel=channel, status="skipped", reason=PAID_ELSEWHERE)
+                s.banner_template = None
+            else:
+                result = NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
         else:
             try:
                 result = await workflow.execute_activity(
@@ -491,7 +497,8 @@ class DunningWorkflow:
             # A thank-you is for a customer we wrote to. Events come out of order (the invoice paid
             # by hand before Stripe's older `payment_failed` reached us): then nothing was sent,
             # and nothing should be.
-            told = any(n.status == "sent" for n in s.notifications)
+            # An in-app banner is the case's own state, not something the customer was sent.
+            told = any(n.status == "sent" and n.channel is not Channel.IN_APP for n in s.notifications)
             if told or not workflow.patched("thanks-only-after-a-message"):
                 await self._send_event("recovered", settled=True)
             else:
