@@ -6,8 +6,9 @@ activity, so what runs in tests is exactly what runs in production.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -165,3 +166,15 @@ class NotificationActivities:
             if remember is not None:
                 await remember(request.customer_id, contact.phone)
         return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)
+
+
+def case_activities(payments: PaymentActivities, notifications: NotificationActivities) -> list[Callable[..., Any]]:
+    """The contract's six activities, as a worker registers them."""
+    return [
+        payments.charge_invoice,
+        payments.suspend_access,
+        payments.restore_access,
+        payments.cancel_subscription,
+        payments.get_customer,
+        notifications.send_notification,
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.settings import Settings
@@ -50,14 +50,7 @@ def build_activities(settings: Settings) -> list[object]:
             "support_email": settings.dunning_support_email,
         },
     )
-    return [
-        payment_activities.charge_invoice,
-        payment_activities.suspend_access,
-        payment_activities.restore_access,
-        payment_activities.cancel_subscription,
-        payment_activities.get_customer,
-        notification_activities.send_notification,
-    ]
+    return case_activities(payment_activities, notification_activities)
 
 
 def consent_path(settings: Settings) -> Path:

@@ -26,7 +26,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
-from activities.case_activities import NotificationActivities, PaymentActivities  # noqa: E402
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities  # noqa: E402
 from activities.consent import SqliteConsentStore  # noqa: E402
 from activities.sandbox import SandboxPayments  # noqa: E402
 from activities.settings import Settings  # noqa: E402
@@ -73,15 +73,7 @@ async def main() -> None:
         client,
         task_queue=task_queue,
         workflows=[DunningWorkflow, MinimalWorkflow],
-        activities=[
-            pay.charge_invoice,
-            pay.suspend_access,
-            pay.restore_access,
-            pay.cancel_subscription,
-            pay.get_customer,
-            notify.send_notification,
-            bench_noop,
-        ],
+        activities=[*case_activities(pay, notify), bench_noop],
         max_cached_workflows=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
         # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
         **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),

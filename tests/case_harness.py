@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from dunning.models import CaseStatus, DunningInput, PaymentFailed
 from dunning.policy import Policy
@@ -120,14 +120,7 @@ class CaseRunner:
             env.client,
             task_queue=self.task_queue,
             workflows=[DunningWorkflow],
-            activities=[
-                pay.charge_invoice,
-                pay.suspend_access,
-                pay.restore_access,
-                pay.cancel_subscription,
-                pay.get_customer,
-                notify.send_notification,
-            ],
+            activities=case_activities(pay, notify),
         )
 
     async def __aenter__(self) -> CaseRunner:

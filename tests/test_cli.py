@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from dunning.models import CaseStatus, DunningInput, PaymentFailed
 from dunning.policy import Policy
@@ -98,14 +98,7 @@ async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
         client,
         task_queue=task_queue,
         workflows=[DunningWorkflow],
-        activities=[
-            pay.charge_invoice,
-            pay.suspend_access,
-            pay.restore_access,
-            pay.cancel_subscription,
-            pay.get_customer,
-            notify.send_notification,
-        ],
+        activities=case_activities(pay, notify),
     )
     customer_a, customer_b = f"cus_cli{run}a", f"cus_cli{run}b"
     opened = {

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox
 from activities.settings import Settings
 from activities.stripe_backend import StripePayments
@@ -146,14 +146,7 @@ async def world(dev_env: WorkflowEnvironment, httpserver: HTTPServer, tmp_path: 
             client,
             task_queue=settings.dunning_task_queue,
             workflows=[DunningWorkflow],
-            activities=[
-                payment_activities.charge_invoice,
-                payment_activities.suspend_access,
-                payment_activities.restore_access,
-                payment_activities.cancel_subscription,
-                payment_activities.get_customer,
-                notification_activities.send_notification,
-            ],
+            activities=case_activities(payment_activities, notification_activities),
         ),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
     ):

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from activities.settings import Settings
 from dunning.models import DunningInput
@@ -91,14 +91,7 @@ async def target(dev_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterato
         client,
         task_queue=case_queue,
         workflows=[DunningWorkflow],
-        activities=[
-            pay.charge_invoice,
-            pay.suspend_access,
-            pay.restore_access,
-            pay.cancel_subscription,
-            pay.get_customer,
-            notify.send_notification,
-        ],
+        activities=case_activities(pay, notify),
     )
     app = full_app(settings_, client)
     async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.twilio_backend import TwilioSms
@@ -49,14 +49,7 @@ class NotifyRunner(CaseRunner):
             env.client,
             task_queue=self.task_queue,
             workflows=[DunningWorkflow],
-            activities=[
-                pay.charge_invoice,
-                pay.suspend_access,
-                pay.restore_access,
-                pay.cancel_subscription,
-                pay.get_customer,
-                notify.send_notification,
-            ],
+            activities=case_activities(pay, notify),
         )
 
 

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowExecutionDescription
 from temporalio.worker import Worker
 
 from activities.backends import ProviderUnavailable
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from dunning.models import ChargeRequest, ChargeResult, Stage
 from tests.case_harness import CaseRunner
@@ -98,14 +98,7 @@ class OutboxRunner(CaseRunner):
             env.client,
             task_queue=self.task_queue,
             workflows=[DunningWorkflow],
-            activities=[
-                pay.charge_invoice,
-                pay.suspend_access,
-                pay.restore_access,
-                pay.cancel_subscription,
-                pay.get_customer,
-                notify.send_notification,
-            ],
+            activities=case_activities(pay, notify),
         )
 
 

@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox
 from activities.settings import Settings
 from activities.stripe_backend import StripePayments
@@ -108,14 +108,7 @@ async def rig(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig
         client,
         task_queue=queue,
         workflows=[DunningWorkflow],
-        activities=[
-            pay.charge_invoice,
-            pay.suspend_access,
-            pay.restore_access,
-            pay.cancel_subscription,
-            pay.get_customer,
-            notify.send_notification,
-        ],
+        activities=case_activities(pay, notify),
         max_concurrent_activities=200,
     )
     app = create_app(settings, client_factory=lambda: client)
