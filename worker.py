@@ -30,6 +30,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         task_queue=settings.dunning_task_queue,
         workflows=[DunningWorkflow],
         activities=build_activities(settings),
+        max_cached_workflows=settings.dunning_max_cached_cases,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

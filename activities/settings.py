@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     dunning_task_queue: str = "dunning"
+    dunning_max_cached_cases: int = Field(
+        1000, ge=0, description="cases a worker keeps in memory (~260 KiB each, docs/performance.md)"
+    )
     dunning_policy_dir: Path = SHIPPED_POLICY_DIR
     dunning_api_token: str | None = Field(None, repr=False)
     dunning_payments: Literal["stripe", "sandbox"] | None = None

@@ -225,3 +225,13 @@ def test_a_payment_failure_with_an_impossible_amount_or_currency_is_refused(fiel
     with pytest.raises(ValidationError):
         PaymentFailed(**{"invoice_id": "in_1", "amount_due": 4900, "currency": "eur", field: value})
     assert PaymentFailed(invoice_id="in_1", amount_due=10**12 - 1, currency="JPY").amount_due == 10**12 - 1
+
+
+def test_worker_cache_size_comes_from_the_environment(monkeypatch):
+    from activities.settings import Settings
+
+    monkeypatch.setenv("DUNNING_MAX_CACHED_CASES", "250")
+    assert Settings().dunning_max_cached_cases == 250
+    monkeypatch.setenv("DUNNING_MAX_CACHED_CASES", "-1")
+    with pytest.raises(ValueError, match="dunning_max_cached_cases"):
+        Settings()
