@@ -6,8 +6,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DUNNING_POLICY_DIR=/app/policies
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
 
@@ -16,12 +15,12 @@ COPY pyproject.toml README.md ./
 COPY dunning/ dunning/
 COPY workflows/ workflows/
 COPY activities/ activities/
+COPY runtime/ runtime/
 COPY starter/ starter/
 COPY worker.py ./
 RUN pip install . && rm -rf /root/.cache
-
-# Policies stay files: mount your own folder over /app/policies (or set DUNNING_POLICY_DIR).
-COPY policies/ policies/
+# The shipped policies and templates are package data inside the installed wheel; to use your
+# own policies, mount a folder and set DUNNING_POLICY_DIR to it.
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin dunning \
     && mkdir -p /app/.dunning && chown dunning:dunning /app/.dunning

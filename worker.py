@@ -14,9 +14,9 @@ import structlog
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
-from activities.logging import configure_logging
-from activities.settings import Settings
-from starter.temporal_client import connect
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+from runtime.temporal import connect
 from workflows.dunning_workflow import DunningWorkflow
 
 log = structlog.get_logger("dunning.worker")

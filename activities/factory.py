@@ -8,9 +8,9 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.consent import SqliteConsentStore
+from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
-from activities.settings import Settings
+from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
 
 log = structlog.get_logger(__name__)

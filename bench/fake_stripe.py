@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import stripe_fakes as sf  # noqa: E402  (Stripe's fixture shapes)
+from fakes import stripe_api as sf  # noqa: E402  (Stripe's fixture shapes)
 
 _lock = threading.Lock()
 _paid: set[str] = set()

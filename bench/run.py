@@ -54,8 +54,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from dunning.models import CaseStatus, DunningInput, PaymentFailed  # noqa: E402
 from dunning.policy import Policy, load_policies  # noqa: E402
-from tests import stripe_fakes as sf  # noqa: E402
-from workflows import search_attributes as sa  # noqa: E402
+from fakes import stripe_api as sf  # noqa: E402
+from dunning import contract as sa  # noqa: E402
 
 SECRET = "whsec_bench_0123456789abcdef"
 STRIPE_KEY = "sk_test_bench_0123456789"
@@ -151,7 +151,7 @@ class DevServer:
 
 
 async def start_dev_server(procs: Procs) -> DevServer:
-    from workflows.search_attributes import dev_server_flags
+    from dunning.contract import dev_server_flags
 
     port = free_port()
     argv = [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port)]

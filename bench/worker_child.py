@@ -27,9 +27,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities  # noqa: E402
-from activities.consent import SqliteConsentStore  # noqa: E402
+from runtime.consent import SqliteConsentStore  # noqa: E402
 from activities.sandbox import SandboxPayments  # noqa: E402
-from activities.settings import Settings  # noqa: E402
+from runtime.settings import Settings  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
 from workflows.dunning_workflow import DunningWorkflow  # noqa: E402

@@ -95,6 +95,10 @@ class InvoicePaid(_Model):
 class SubscriptionCanceled(_Model):
     reason: str | None = None
     event_id: str | None = None
+    cancellation_reason: str | None = Field(
+        None,
+        description="Stripe's `cancellation_details.reason`: `payment_failed` means Stripe's own dunning canceled it",
+    )
 
 
 class Pause(_Model):
@@ -236,6 +240,9 @@ class DunningInput(_Model):
         [], description="failures that arrived while the previous case was closing; they open this one"
     )
     history_event_limit: int = 10_000
+    requested_policy: str | None = Field(
+        None, description="the subscription's `dunning_policy` metadata, when it named a policy we do not have"
+    )
 
 
 class CaseState(_Model):

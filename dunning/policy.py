@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SHIPPED_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
 
 LadderEvent = Literal["suspended", "recovered", "canceled", "card_expiring"]
 ChannelName = Literal["email", "sms", "in_app"]

@@ -14,7 +14,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows import search_attributes
+from dunning import contract
 
 
 def _binary(name: str) -> str:
@@ -38,7 +38,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
                 namespace=env.client.namespace,
                 search_attributes={
                     key.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{key.indexed_value_type.name}")
-                    for key in search_attributes.ALL
+                    for key in contract.SEARCH_ATTRIBUTES
                 },
             )
         )
@@ -53,10 +53,21 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=_binary("temporal"),
-        search_attributes=search_attributes.ALL,
+        search_attributes=contract.SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
     )
     try:
         yield env
     finally:
         await env.shutdown()
+
+
+TIERS = ("unit", "workflow", "integration", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in: `scripts/test -m unit`."""
+    for item in items:
+        tier = next((part for part in Path(str(item.path)).parts if part in TIERS), None)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))

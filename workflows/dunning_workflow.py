@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from dunning.money import plain_amount
     from dunning.policy import NotifyStep, Policy
-    from workflows import search_attributes as sa
+    from dunning import contract as sa
 
 # Provider outages are retried with backoff for as long as these windows allow; a decline is
 # a result and never reaches this policy.
@@ -768,7 +768,7 @@ class DunningWorkflow:
             sa.DUNNING_OUTCOME.name: s.outcome.value if s.outcome else "",
         }
         if values != self.published_attributes:
-            keys = {k.name: k for k in sa.ALL}
+            keys = {k.name: k for k in sa.SEARCH_ATTRIBUTES}
             updates = [
                 keys[name].value_unset() if value in (None, "") else keys[name].value_set(value)  # type: ignore[arg-type]
                 for name, value in values.items()

@@ -1,0 +1,171 @@
+"""The contract's names, typed once: what webhooks, operators, deployments and tests depend on.
+
+Every other module imports these; none spells a workflow type, signal, activity or search
+attribute name of its own (tests/unit/test_contract.py holds the literal list and checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from temporalio.common import SearchAttributeKey
+
+from dunning.models import (
+    AccessRequest,
+    CardUpdated,
+    ChargeRequest,
+    ChargeResult,
+    CustomerProfile,
+    ExtendGrace,
+    InvoicePaid,
+    NotificationRequest,
+    NotificationResult,
+    Pause,
+    PaymentFailed,
+    Resume,
+    SubscriptionCanceled,
+)
+
+# --- the workflow -------------------------------------------------------------------
+
+WORKFLOW_TYPE = "DunningWorkflow"
+TASK_QUEUE = "dunning"
+"""The default task queue; `DUNNING_TASK_QUEUE` overrides it."""
+WORKFLOW_ID_PREFIX = "dunning-"
+
+
+def workflow_id(subscription_id: str) -> str:
+    """One case per subscription: a new failure after a case closed starts a new run of this id."""
+    return f"{WORKFLOW_ID_PREFIX}{subscription_id}"
+
+
+def subscription_of(case_workflow_id: str) -> str:
+    """The subscription id inside a case's workflow id (the id itself when it is not a case's)."""
+    return case_workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+
+
+class Signal(StrEnum):
+    PAYMENT_FAILED = "payment_failed"
+    CARD_UPDATED = "card_updated"
+    INVOICE_PAID = "invoice_paid"
+    SUBSCRIPTION_CANCELED = "subscription_canceled"
+    PAUSE = "pause"
+    RESUME = "resume"
+    EXTEND_GRACE = "extend_grace"
+
+
+SIGNAL_PAYLOADS: dict[Signal, type] = {
+    Signal.PAYMENT_FAILED: PaymentFailed,
+    Signal.CARD_UPDATED: CardUpdated,
+    Signal.INVOICE_PAID: InvoicePaid,
+    Signal.SUBSCRIPTION_CANCELED: SubscriptionCanceled,
+    Signal.PAUSE: Pause,
+    Signal.RESUME: Resume,
+    Signal.EXTEND_GRACE: ExtendGrace,
+}
+
+UPDATE_RETRY_NOW = "retry_now"
+QUERY_STATUS = "status"
+
+# --- activities ---------------------------------------------------------------------
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class ActivityDef(Generic[ArgT, ResultT]):
+    """An activity of the contract: its name, its one argument's type and its result's type.
+
+    The workflow calls activities through these (never by a string of its own), and the
+    activity classes register under `name`.
+    """
+
+    name: str
+    arg_type: type[ArgT]
+    result_type: type[ResultT]
+
+
+CHARGE_INVOICE = ActivityDef("charge_invoice", ChargeRequest, ChargeResult)
+SEND_NOTIFICATION = ActivityDef("send_notification", NotificationRequest, NotificationResult)
+SUSPEND_ACCESS = ActivityDef("suspend_access", AccessRequest, type(None))
+RESTORE_ACCESS = ActivityDef("restore_access", AccessRequest, type(None))
+CANCEL_SUBSCRIPTION = ActivityDef("cancel_subscription", AccessRequest, type(None))
+GET_CUSTOMER = ActivityDef("get_customer", str, CustomerProfile)
+
+ACTIVITIES: tuple[ActivityDef[object, object], ...] = (
+    CHARGE_INVOICE,  # type: ignore[assignment]
+    SEND_NOTIFICATION,  # type: ignore[assignment]
+    SUSPEND_ACCESS,  # type: ignore[assignment]
+    RESTORE_ACCESS,  # type: ignore[assignment]
+    CANCEL_SUBSCRIPTION,  # type: ignore[assignment]
+    GET_CUSTOMER,  # type: ignore[assignment]
+)
+
+# --- search attributes and visibility -------------------------------------------------
+
+DUNNING_STAGE = SearchAttributeKey.for_keyword("DunningStage")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+SUBSCRIPTION_ID = SearchAttributeKey.for_keyword("SubscriptionId")
+AMOUNT_DUE = SearchAttributeKey.for_int("AmountDue")
+CURRENCY = SearchAttributeKey.for_keyword("Currency")
+DECLINE_CATEGORY = SearchAttributeKey.for_keyword("DeclineCategory")
+RETRY_ATTEMPTS = SearchAttributeKey.for_int("RetryAttempts")
+NEXT_ACTION_AT = SearchAttributeKey.for_datetime("NextActionAt")
+DUNNING_OUTCOME = SearchAttributeKey.for_keyword("DunningOutcome")
+
+SEARCH_ATTRIBUTES = (
+    DUNNING_STAGE,
+    CUSTOMER_ID,
+    SUBSCRIPTION_ID,
+    AMOUNT_DUE,
+    CURRENCY,
+    DECLINE_CATEGORY,
+    RETRY_ATTEMPTS,
+    NEXT_ACTION_AT,
+    DUNNING_OUTCOME,
+)
+
+_KIND_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
+
+
+def search_attribute_types() -> dict[str, str]:
+    """Name → type as the `temporal` CLI spells it (`Keyword`, `Int`, `Datetime`)."""
+    return {key.name: _KIND_NAMES[key.indexed_value_type.name] for key in SEARCH_ATTRIBUTES}
+
+
+def dev_server_flags() -> list[str]:
+    """`--search-attribute Name=Type` flags for `temporal server start-dev`."""
+    return [flag for name, kind in search_attribute_types().items() for flag in ("--search-attribute", f"{name}={kind}")]
+
+
+def quote(value: str) -> str:
+    """A string literal for Temporal's list filter (its SQL-like syntax)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cases_query(
+    *,
+    stage: str | None = None,
+    customer_id: str | None = None,
+    min_amount: int | None = None,
+    open_only: bool = False,
+) -> str:
+    """A visibility filter over the cases: by stage, customer, amount, open or not."""
+    clauses = [f"WorkflowType = {quote(WORKFLOW_TYPE)}"]
+    if stage:
+        clauses.append(f"{DUNNING_STAGE.name} = {quote(stage)}")
+    if customer_id:
+        clauses.append(f"{CUSTOMER_ID.name} = {quote(customer_id)}")
+    if min_amount is not None:
+        clauses.append(f"{AMOUNT_DUE.name} >= {int(min_amount)}")
+    if open_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    return " AND ".join(clauses)
+
+
+def open_cases_of_customer(customer_id: str) -> str:
+    """The customer's open cases: where a card update goes, what the in-app banner shows."""
+    return cases_query(customer_id=customer_id, open_only=True)

@@ -1,0 +1,1 @@
+"""Loopback fakes of the providers, shared by the tests and the benchmark."""

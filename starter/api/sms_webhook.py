@@ -1,0 +1,151 @@
+"""`POST /webhooks/twilio/sms`: inbound SMS, so that STOP means stop, everywhere and for good.
+
+Twilio posts every inbound message as a form, signed with `X-Twilio-Signature` (HMAC of the
+full URL plus the sorted form parameters, keyed with `TWILIO_AUTH_TOKEN`). A STOP-type keyword
+opts the sender's customers out of SMS in the consent store the worker checks before every
+text; START-type keywords opt them back in. Twilio's own opt-out handling answers the customer,
+so we reply with empty TwiML.
+
+Include it in the app with `app.include_router(starter.api.sms_webhook.router)`. Dependencies
+(`get_consent_store`, `get_phone_directory`, `get_twilio_webhook_config`) can be overridden
+with `app.dependency_overrides`.
+
+Behind a proxy, the URL Twilio signed is the public one: set `DUNNING_PUBLIC_URL`
+(e.g. `https://dunning.example.com`) or run uvicorn with `--proxy-headers`.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Protocol
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.datastructures import MultiDict
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.twiml.messaging_response import MessagingResponse
+
+from runtime.consent import PhoneDirectory, SqliteConsentStore
+from activities.factory import consent_path
+from runtime.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["webhooks"])
+
+# Twilio's standard opt-out and opt-in keywords (matched on the whole, trimmed message).
+STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+START_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+
+
+class WritableConsent(Protocol):
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool, source: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class TwilioWebhookConfig:
+    auth_token: str | None
+    account_sid: str | None = None
+    public_url: str | None = None
+
+
+def keyword_action(body: str) -> bool | None:
+    """True = opt out, False = opt back in, None = an ordinary reply."""
+    word = " ".join(body.strip().upper().split()).strip(".!")
+    if word in STOP_KEYWORDS:
+        return True
+    if word in START_KEYWORDS:
+        return False
+    return None
+
+
+def _settings(request: Request) -> Settings:
+    """The app's settings (`app.state.settings`) when it has them, else the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+@lru_cache(maxsize=8)
+def _store(path: Path) -> SqliteConsentStore:
+    return SqliteConsentStore(path)
+
+
+def get_consent_store(request: Request) -> WritableConsent:
+    """The worker's consent file (`$DUNNING_STATE_DIR/consent.sqlite3`)."""
+    return _store(consent_path(_settings(request)))
+
+
+def get_phone_directory(request: Request) -> PhoneDirectory:
+    """Numbers we have texted (recorded by the worker in the same consent file)."""
+    return _store(consent_path(_settings(request)))
+
+
+def get_twilio_webhook_config(request: Request) -> TwilioWebhookConfig:
+    settings = _settings(request)
+    return TwilioWebhookConfig(
+        auth_token=settings.twilio_auth_token,
+        account_sid=settings.twilio_account_sid,
+        public_url=os.environ.get("DUNNING_PUBLIC_URL") or None,
+    )
+
+
+def _signed_url(request: Request, config: TwilioWebhookConfig) -> str:
+    if config.public_url:
+        url = config.public_url.rstrip("/") + request.url.path
+        return f"{url}?{request.url.query}" if request.url.query else url
+    return str(request.url)
+
+
+def _twiml() -> Response:
+    return Response(content=str(MessagingResponse()), media_type="application/xml")
+
+
+@router.post("/webhooks/twilio/sms", summary="Inbound SMS from Twilio: STOP / START keywords")
+async def twilio_inbound_sms(
+    request: Request,
+    config: Annotated[TwilioWebhookConfig, Depends(get_twilio_webhook_config)],
+    consent: Annotated[WritableConsent, Depends(get_consent_store)],
+    directory: Annotated[PhoneDirectory, Depends(get_phone_directory)],
+) -> Response:
+    if not config.auth_token:
+        raise HTTPException(503, "TWILIO_AUTH_TOKEN is not configured: cannot verify inbound SMS")
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise HTTPException(400, "expected an application/x-www-form-urlencoded body")
+    signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        raise HTTPException(403, "missing X-Twilio-Signature")
+    try:
+        raw = (await request.body()).decode("utf-8")
+        params = MultiDict(urllib.parse.parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw)))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(400, f"unreadable form body: {exc}") from exc
+    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
+    if not RequestValidator(config.auth_token).validate(_signed_url(request, config), params, signature, algorithm):
+        log.warning("twilio webhook: bad signature", url=_signed_url(request, config))
+        raise HTTPException(403, "invalid X-Twilio-Signature")
+    if config.account_sid and params.get("AccountSid") not in (None, config.account_sid):
+        raise HTTPException(403, "AccountSid does not match TWILIO_ACCOUNT_SID")
+    phone, body = params.get("From"), params.get("Body")
+    if not phone or body is None:
+        raise HTTPException(400, "inbound SMS needs `From` and `Body`")
+
+    action = keyword_action(body)
+    if action is None:
+        log.info("twilio webhook: ordinary reply ignored", message_sid=params.get("MessageSid"))
+        return _twiml()
+    customers = await directory.customers_for_phone(phone)
+    source = f"sms:{' '.join(body.strip().upper().split())}"
+    for customer_id in customers:
+        await consent.set_sms_opt_out(customer_id, action, source=source)
+    log.info(
+        "sms consent changed",
+        opted_out=action,
+        customers=customers,
+        message_sid=params.get("MessageSid"),
+        note="" if customers else "number belongs to no known customer; Twilio still blocks it on STOP",
+    )
+    return _twiml()

@@ -1,0 +1,522 @@
+"""`dunning`: run the service and steer its cases.
+
+    dunning up                      Temporal dev server + UI, worker and API on this machine
+    dunning worker | api            one process of the service
+    dunning list  [--stage S] [--customer C] [--min-amount N] [--open]
+    dunning show  CASE_OR_SUBSCRIPTION
+    dunning pause CASE --reason R   |  dunning resume CASE
+    dunning extend-grace CASE --days N --reason R
+    dunning retry-now CASE          (exit 1 when the case refuses)
+    dunning demo                    realistic signed webhook traffic through the running API
+
+Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
+`TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, profiles); `localhost:7233` by default.
+
+Exit codes: 0 done, 1 refused / not found / unreachable, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from dunning.models import CaseStatus, Stage
+from dunning.money import format_money
+from starter.cli import operator as ops
+
+app = typer.Typer(
+    name="dunning",
+    help="Dunning on Temporal: run the service, watch and steer dunning cases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+STAGE_STYLE = {
+    Stage.RETRYING: "yellow",
+    Stage.AWAITING_PAYMENT_METHOD: "dark_orange",
+    Stage.FINAL_NOTICE: "red",
+    Stage.SUSPENDED: "bold red",
+    Stage.PAUSED: "blue",
+    Stage.RECOVERED: "bold green",
+    Stage.CANCELED: "dim red",
+    Stage.WRITTEN_OFF: "dim red",
+    Stage.CLOSED_BY_CUSTOMER: "dim",
+}
+
+
+class Failure(Exception):
+    """A command failed in a way the operator should read, not a traceback."""
+
+
+# --- plumbing -------------------------------------------------------------------------
+
+
+def _address() -> str:
+    return os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+
+
+async def _client() -> Client:
+    from runtime.temporal import connect
+
+    try:
+        return await connect()
+    except RuntimeError as err:
+        raise Failure(f"cannot reach Temporal at {_address()}: {err}. Is `dunning up` running?") from err
+
+
+def _run(work: Callable[[Client], Awaitable[T]]) -> T:
+    """Connect, do the work, and turn known failures into a message and exit code 1."""
+
+    async def go() -> T:
+        return await work(await _client())
+
+    try:
+        return asyncio.run(go())
+    except ops.CaseNotFound as err:
+        err_console.print(f"[red]not found:[/red] {err}")
+    except ops.Rejected as err:
+        err_console.print(f"[red]refused:[/red] {err}")
+    except Failure as err:
+        err_console.print(f"[red]error:[/red] {err}")
+    except RPCError as err:
+        err_console.print(f"[red]Temporal said no:[/red] {err.status.name if err.status else ''} {err.message}")
+    raise typer.Exit(1)
+
+
+def style_stage(stage: str | None) -> Text:
+    if not stage:
+        return Text("—", style="dim")
+    try:
+        return Text(stage, style=STAGE_STYLE[Stage(stage)])
+    except ValueError:
+        return Text(stage)
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return "—"
+    if not currency:
+        return str(amount)
+    try:
+        return format_money(amount, currency, locale="en_US")
+    except Exception:  # a currency Babel doesn't know: still show something exact
+        return f"{amount} {currency.upper()} (minor units)"
+
+
+def when(at: datetime | None, now: datetime | None = None, short: bool = False) -> str:
+    """`2026-11-21 07:12:03 UTC (in 3m 20s)`; short: `in 3m 20s (07:12)`."""
+    if at is None:
+        return "—"
+    now = now or datetime.now(UTC)
+    seconds = int((at - now).total_seconds())
+    span = abs(seconds)
+    if span < 60:
+        rel = f"{span}s"
+    elif span < 3600:
+        rel = f"{span // 60}m {span % 60:02d}s"
+    elif span < 86400:
+        rel = f"{span // 3600}h {span % 3600 // 60:02d}m"
+    else:
+        rel = f"{span // 86400}d {span % 86400 // 3600}h"
+    rel = f"in {rel}" if seconds >= 0 else f"{rel} ago"
+    if short:
+        return f"{rel} ({at.astimezone(UTC):%H:%M})" if span < 86400 else f"{rel} ({at.astimezone(UTC):%m-%d})"
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({rel})"
+
+
+def _short(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%m-%d %H:%M:%S}"
+
+
+# --- running the service ----------------------------------------------------------------
+
+
+@app.command()
+def up(
+    state_dir: Annotated[
+        Path, typer.Option(envvar="DUNNING_STATE_DIR", help="Where the dev server keeps its db file and logs.")
+    ] = Path(".dunning"),
+    host: Annotated[str, typer.Option(help="Address every local process binds to.")] = "127.0.0.1",
+    temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    api_port: Annotated[int, typer.Option(help="HTTP API port.")] = 8000,
+    namespace: Annotated[str, typer.Option(help="Temporal namespace.")] = "default",
+    ui: Annotated[bool, typer.Option("--ui/--headless", help="Serve the Temporal Web UI.")] = True,
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each part.")] = 60.0,
+) -> None:
+    """Run everything locally: Temporal dev server + UI, the worker and the API (sandbox providers)."""
+    from starter.cli.devstack import DevStack, StackConfig, StackError
+
+    try:
+        stack = DevStack(
+            StackConfig(
+                state_dir=state_dir,
+                host=host,
+                temporal_port=temporal_port,
+                ui_port=ui_port,
+                api_port=api_port,
+                namespace=namespace,
+                ui=ui,
+                startup_timeout=startup_timeout,
+            ),
+            console=err_console,
+        )
+    except StackError as err:
+        err_console.print(f"[red]dunning up failed:[/red] {err}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(stack.run())
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
+    from runtime.logging import configure_logging
+    from worker import run_worker
+
+    configure_logging()
+
+    try:
+        asyncio.run(run_worker())
+    except RuntimeError as err:
+        if "connect" not in str(err).lower():
+            raise
+        err_console.print(f"[red]error:[/red] cannot reach Temporal at {_address()}: {err}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(envvar="DUNNING_API_HOST", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DUNNING_API_PORT", help="Port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API (`starter.api:app`) with uvicorn."""
+    import uvicorn
+
+    uvicorn.run("starter.api:app", host=host, port=port, log_level=log_level, proxy_headers=True)
+
+
+@app.command(hidden=False)
+def healthcheck(
+    part: Annotated[str, typer.Argument(help="worker | api | temporal")],
+    url: Annotated[str, typer.Option(help="API base URL, for `api`.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Exit 0 when this part is healthy (for container health checks).
+
+    `worker`: a worker on this host polls the task queue; `api`: GET /healthz answers 200;
+    `temporal`: the server answers.
+    """
+    import socket
+
+    if part == "api":
+        import httpx
+
+        try:
+            ok = httpx.get(f"{url.rstrip('/')}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError as err:
+            err_console.print(f"api unhealthy: {err}")
+            ok = False
+        raise typer.Exit(0 if ok else 1)
+    if part == "temporal":
+
+        async def ping(client: Client) -> bool:
+            return await client.service_client.check_health()
+
+        raise typer.Exit(0 if _run(ping) else 1)
+    if part == "worker":
+        from runtime.settings import Settings
+
+        queue, host = Settings().dunning_task_queue, socket.gethostname()
+        count = _run(lambda client: ops.pollers_from_host(client, queue, host))
+        if not count:
+            err_console.print(f"no worker on {host} polls task queue {queue!r}")
+        raise typer.Exit(0 if count else 1)
+    raise typer.BadParameter("one of: worker, api, temporal", param_hint="PART")
+
+
+# --- looking at cases ---------------------------------------------------------------------
+
+
+def _stage_value(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return Stage(value).value
+    except ValueError:
+        choices = ", ".join(s.value for s in Stage)
+        raise typer.BadParameter(f"{value!r} is not a stage; one of: {choices}") from None
+
+
+def list_cases(
+    stage: Annotated[
+        str | None, typer.Option(help="Only this stage (retrying, suspended, recovered, …).", callback=_stage_value)
+    ] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this Stripe customer id.")] = None,
+    min_amount: Annotated[
+        int | None, typer.Option(min=0, help="Only cases owing at least this much, in minor units (cents).")
+    ] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only running cases.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many cases.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """List cases, newest first, filtered through the search attributes."""
+    query = ops.visibility_query(stage=stage, customer=customer, min_amount=min_amount, open_only=open_only)
+    rows = _run(lambda client: ops.list_cases(client, query, limit=limit))
+    if as_json:
+        for row in rows:
+            console.print_json(
+                json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(row).items()})
+            )
+        return
+    table = Table(title=f"{len(rows)} case(s)", caption=query, caption_style="dim", expand=False)
+    for column in ("case", "customer", "stage", "owed", "decline", "tries", "next action", "status"):
+        table.add_column(column, no_wrap=column in ("case", "customer", "stage", "next action"))
+    for row in rows:
+        table.add_row(
+            row.workflow_id,
+            row.customer_id or "—",
+            style_stage(row.stage),
+            money(row.amount_due, row.currency),
+            row.decline_category or "—",
+            str(row.retry_attempts or 0),
+            when(row.next_action_at, short=True) if row.next_action_at else "—",
+            row.status.lower(),
+        )
+    console.print(table)
+
+
+app.command("list")(list_cases)
+app.command("cases", help="Same as `list`.")(list_cases)
+
+
+def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
+    """The `status` query as a timeline an operator reads top to bottom."""
+    now = now or datetime.now(UTC)
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Stage", style_stage(case.stage.value))
+    head.add_row("Customer", case.customer_id)
+    head.add_row("Subscription", case.subscription_id)
+    head.add_row("Policy", case.policy)
+    head.add_row("Owed", money(case.amount_due, case.currency))
+    head.add_row("Access", case.access.value)
+    head.add_row("Opened", when(case.opened_at, now))
+    if case.decline_category:
+        head.add_row("Decline", case.decline_category.value)
+    if case.grace_ends_at:
+        head.add_row("Grace ends", when(case.grace_ends_at, now))
+    if case.paused:
+        head.add_row("Paused", Text(case.pause_reason or "yes", style="blue"))
+    if case.outcome:
+        head.add_row("Outcome", style_stage(case.outcome.value))
+    nxt = (
+        Text(f"{case.next_action}  {when(case.next_action_at, now)}", style="bold")
+        if case.next_action
+        else Text("nothing scheduled", style="dim")
+    )
+    head.add_row("Next", nxt)
+    parts: list[object] = [Panel(head, title=case.case_id, border_style=STAGE_STYLE.get(case.stage, "white"))]
+
+    invoices = Table(title="Outstanding invoices", title_justify="left", expand=False)
+    for column in ("invoice", "amount", "failed", "attempts", "status"):
+        invoices.add_column(column)
+    for inv in case.outstanding_invoices:
+        invoices.add_row(
+            inv.invoice_id, money(inv.amount_due, inv.currency), _short(inv.failed_at), str(inv.attempts), inv.status
+        )
+    if not case.outstanding_invoices:
+        invoices.add_row(Text("none", style="dim"), "", "", "", "")
+    parts.append(invoices)
+
+    attempts = Table(title="Charge attempts", title_justify="left", expand=False)
+    for column in ("at", "invoice", "#", "trigger", "result"):
+        attempts.add_column(column)
+    for a in case.attempts:
+        r = a.result
+        if r.status == "succeeded":
+            result = Text("succeeded", style="green")
+        elif r.status == "declined":
+            detail = ", ".join(x for x in (r.decline_code or r.code, r.category and r.category.value) if x)
+            result = Text(f"declined ({detail})", style="red")
+        else:
+            result = Text(r.status.replace("_", " "), style="yellow")
+        attempts.add_row(_short(a.at), a.invoice_id, str(a.attempt), a.trigger, result)
+    if not case.attempts:
+        attempts.add_row(Text("none yet", style="dim"), "", "", "", "")
+    parts.append(attempts)
+
+    notes = Table(title="Notifications", title_justify="left", expand=False)
+    for column in ("at", "step", "template", "channel", "status"):
+        notes.add_column(column)
+    for n in case.notifications:
+        status = n.status + (f" ({n.reason})" if n.reason else "")
+        style = "green" if n.status == "sent" else "yellow" if n.status in ("skipped", "deferred") else "red"
+        notes.add_row(_short(n.at), n.step, n.template, n.channel.value, Text(status, style=style))
+    if not case.notifications:
+        notes.add_row(Text("none yet", style="dim"), "", "", "", "")
+    parts.append(notes)
+
+    timeline = Table(title="Timeline", title_justify="left", expand=False)
+    timeline.add_column("at")
+    timeline.add_column("event", style="bold")
+    timeline.add_column("detail")
+    for entry in case.timeline:
+        timeline.add_row(_short(entry.at), entry.event, entry.detail)
+    parts.append(timeline)
+    return Group(*parts)  # type: ignore[arg-type]
+
+
+@app.command()
+def show(
+    case: Annotated[str, typer.Argument(help="Case id (dunning-sub_…) or Stripe subscription id (sub_…).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The raw `status` query result.")] = False,
+) -> None:
+    """Show one case as a timeline: stage, invoices, attempts, messages, next action."""
+    status = _run(lambda client: ops.status(client, case))
+    if as_json:
+        console.print_json(status.model_dump_json())
+    else:
+        console.print(render_case(status))
+
+
+# --- steering cases ---------------------------------------------------------------------------
+
+
+@app.command()
+def pause(
+    case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
+    reason: Annotated[str, typer.Option(help="Why (shown in the case and the UI).")],
+) -> None:
+    """Pause a case: no charge, no message until resumed (the `pause` signal)."""
+    wid = _run(lambda client: ops.pause(client, case, reason))
+    console.print(f"[blue]paused[/blue] {wid}: {reason}")
+
+
+@app.command()
+def resume(
+    case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "resumed by operator",
+) -> None:
+    """Resume a paused case (the `resume` signal); its schedule moves by the time spent paused."""
+    wid = _run(lambda client: ops.resume(client, case, reason))
+    console.print(f"[green]resumed[/green] {wid}")
+
+
+@app.command("extend-grace")
+def extend_grace(
+    case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of access to add.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. 'asked for time').")] = "grace extended by operator",
+) -> None:
+    """Give the customer more days before suspension (the `extend_grace` signal)."""
+    wid = _run(lambda client: ops.extend_grace(client, case, days, reason))
+    console.print(f"[green]grace extended[/green] {wid} by {days} day(s): {reason}")
+
+
+@app.command("retry-now")
+def retry_now(
+    case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "retry requested by operator",
+    as_json: Annotated[bool, typer.Option("--json", help="The raw update result.")] = False,
+) -> None:
+    """Charge the outstanding invoices now (the `retry_now` update). Exit 1 when the case refuses."""
+    result = _run(lambda client: ops.retry_now(client, case, reason))
+    if as_json:
+        console.print_json(result.model_dump_json())
+    else:
+        table = Table(title=f"retry now → stage {result.stage.value}", title_justify="left")
+        for column in ("invoice", "result", "decline"):
+            table.add_column(column)
+        for r in result.results:
+            style = "green" if r.status == "succeeded" else "red" if r.status == "declined" else "yellow"
+            decline = ", ".join(x for x in (r.decline_code or r.code, r.category and r.category.value) if x)
+            table.add_row(r.invoice_id, Text(r.status, style=style), decline or "—")
+        console.print(table)
+    if not result.results:
+        err_console.print("[yellow]nothing was charged[/yellow]")
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    api_url: Annotated[str, typer.Option(envvar="DUNNING_API_URL", help="The running API.")] = "http://127.0.0.1:8000",
+    secret: Annotated[
+        str | None, typer.Option(help="Webhook signing secret; default STRIPE_WEBHOOK_SECRET or the `up` default.")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=1, max=500, help="How many subscriptions fail.")] = 14,
+    duration: Annotated[float, typer.Option(min=5, help="Stop after this many seconds at most.")] = 540.0,
+    speed: Annotated[
+        float, typer.Option(min=0.05, help="Scale the customers' reaction times (2 = twice as fast).")
+    ] = 1.0,
+    policy: Annotated[str, typer.Option(help="Policy the subscriptions carry in their metadata.")] = "demo",
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Redraw a live summary.")] = True,
+    seed: Annotated[int | None, typer.Option(help="Random seed, to replay the same population.")] = None,
+) -> None:
+    """Push realistic signed Stripe webhooks through the running API and watch the cases move."""
+    from starter.cli.demo import DemoConfig, run_demo
+    from starter.cli.devstack import DEV_WEBHOOK_SECRET
+
+    config = DemoConfig(
+        api_url=api_url.rstrip("/"),
+        secret=secret or os.environ.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET,
+        customers=customers,
+        duration=duration,
+        speed=speed,
+        policy=policy,
+        live=live,
+        seed=seed,
+    )
+    code = _run(lambda client: run_demo(client, config, console))
+    raise typer.Exit(code)
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the command, then leave without interpreter teardown.
+
+    The Temporal SDK's Rust runtime keeps threads that can abort a finalizing interpreter
+    (sdk-python issue 300: "PyGILState_Release … Python runtime state: finalizing"), which
+    would turn a successful command into a crash and a wrong exit code. Every command has
+    finished and closed what it opened when we get here, so flush and exit at once.
+    """
+    try:
+        app(args=argv, prog_name="dunning")  # standalone: usage errors print and exit 2
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # an unexpected bug: show it, fail
+        err_console.print_exception(show_locals=False)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Runs whole cases on the time-skipping server against the sandbox backends.
+
+A test drives a case like Stripe and an operator would (signals, update), lets
+virtual weeks pass, and reads back what the customer and Stripe saw: every charge
+with its idempotency key and every message with its channel and template, each
+stamped with the day of the case it happened on.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
+from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from dunning.models import CaseStatus, DunningInput, PaymentFailed
+from dunning.policy import Policy
+from workflows.dunning_workflow import DunningWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+TEST_POLICY = {
+    "name": "default",
+    "retry_after": ["P1D", "P3D", "P5D", "P7D", "P10D", "P14D"],
+    "retry_local_hour": None,
+    "max_attempts_per_card_30d": 10,
+    "grace": "P14D",
+    "cancel_after_suspension": "P30D",
+    "quiet_hours": None,
+    "min_gap_between_messages": "PT20H",
+    "notify": [
+        {"at": "PT0S", "channels": ["email", "in_app"], "template": "payment_failed"},
+        {"at": "P3D", "channels": ["email", "sms"], "template": "reminder"},
+        {"at": "P10D", "channels": ["email", "sms", "in_app"], "template": "final_notice"},
+        {"on": "suspended", "channels": ["email"], "template": "suspended"},
+        {"on": "recovered", "channels": ["email"], "template": "recovered"},
+        {"on": "canceled", "channels": ["email"], "template": "canceled"},
+    ],
+}
+
+
+def make_policy(**overrides: object) -> Policy:
+    return Policy.model_validate({**TEST_POLICY, **overrides})
+
+
+@dataclass
+class Case:
+    env: WorkflowEnvironment
+    handle: WorkflowHandle
+    payments: SandboxPayments
+    outbox: SandboxOutbox
+    opened_at: datetime | None = None
+    record_as: str | None = None
+
+    async def status(self) -> CaseStatus:
+        return await self.handle.query("status", result_type=CaseStatus)
+
+    async def wait_days(self, days: float) -> None:
+        await self.env.sleep(timedelta(days=days))
+
+    async def signal(self, name: str, payload: object) -> None:
+        await self.handle.signal(name, payload)
+
+    async def result(self) -> CaseStatus:
+        status = await self.handle.result()
+        if self.record_as and os.environ.get("DUNNING_RECORD_HISTORIES") == "1":
+            history = await self.handle.fetch_history()
+            (HISTORIES / f"{self.record_as}.json").write_text(history.to_json())
+        return status
+
+    def day(self, at: datetime) -> float:
+        """Days since the case opened, rounded to the hour."""
+        assert self.opened_at is not None
+        return round((at - self.opened_at).total_seconds() / 86400, 2)
+
+    def charges(self) -> list[tuple[float, str, str, str]]:
+        """(day, invoice, idempotency key, result status) of every charge Stripe received."""
+        return [(self.day(c.at), c.invoice_id, c.idempotency_key, c.result.status) for c in self.payments.charges]
+
+    async def messages(self) -> list[tuple[float, str, str, str]]:
+        """(day, channel, template, status) of every message the case sent or tried."""
+        status = await self.status()
+        return [(self.day(n.at), n.channel.value, n.template, n.status) for n in status.notifications]
+
+    async def sent(self) -> list[tuple[float, str, str]]:
+        return [(d, c, t) for d, c, t, st in await self.messages() if st == "sent"]
+
+
+def failure(invoice_id: str = "in_1", amount: int = 4900, currency: str = "eur", **kw: object) -> PaymentFailed:
+    defaults = {
+        "decline_code": "insufficient_funds",
+        "failure_code": "card_declined",
+        "payment_method_id": "pm_card_customer",
+        "event_id": f"evt_failed_{invoice_id}",
+    }
+    return PaymentFailed(invoice_id=invoice_id, amount_due=amount, currency=currency, **{**defaults, **kw})
+
+
+class CaseRunner:
+    """Owns one worker on a fresh task queue; `open` starts a case the way the webhook API does."""
+
+    def __init__(self, env: WorkflowEnvironment, payments: SandboxPayments | None = None) -> None:
+        self.env = env
+        self.payments = payments or SandboxPayments()
+        self.outbox = SandboxOutbox()
+        self.consent = MemoryConsentStore()
+        self.handles: list[WorkflowHandle] = []
+        self.task_queue = f"dunning-test-{uuid.uuid4().hex[:8]}"
+        pay = PaymentActivities(self.payments)
+        notify = NotificationActivities(self.payments, self.outbox, self.outbox, self.consent)
+        self.worker = Worker(
+            env.client,
+            task_queue=self.task_queue,
+            workflows=[DunningWorkflow],
+            activities=case_activities(pay, notify),
+        )
+
+    async def __aenter__(self) -> CaseRunner:
+        await self.worker.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Cases left open would block time skipping for later tests (no worker polls their queue).
+        for handle in self.handles:
+            try:
+                await handle.terminate("test finished")
+            except RPCError:
+                pass  # already closed
+        await self.worker.__aexit__(*exc)
+
+    async def open(
+        self,
+        first_failure: PaymentFailed | None = None,
+        policy: Policy | None = None,
+        customer_id: str = "cus_1",
+        subscription_id: str | None = None,
+        history_event_limit: int = 10_000,
+        record_as: str | None = None,
+    ) -> Case:
+        """Start a case like the webhook API does; `record_as` names its history for replay tests
+        (written when DUNNING_RECORD_HISTORIES=1)."""
+        subscription_id = subscription_id or f"sub_{uuid.uuid4().hex[:10]}"
+        if customer_id not in self.payments.customers:
+            self.payments.add_customer(customer_id, name="Ada Lovelace", email="ada@example.com", phone="+15555550123")
+        handle = await self.env.client.start_workflow(
+            DunningWorkflow.run,
+            DunningInput(
+                subscription_id=subscription_id,
+                customer_id=customer_id,
+                policy=policy or make_policy(),
+                history_event_limit=history_event_limit,
+            ),
+            id=f"dunning-{subscription_id}",
+            task_queue=self.task_queue,
+            start_signal="payment_failed",
+            start_signal_args=[first_failure or failure()],
+        )
+        self.handles.append(handle)
+        case = Case(self.env, handle, self.payments, self.outbox, record_as=record_as)
+        case.opened_at = (await case.status()).opened_at
+        return case

@@ -1,0 +1,176 @@
+"""`POST /webhooks/twilio/sms` in a small FastAPI app: signatures, STOP / START, bad requests."""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from twilio.request_validator import RequestValidator
+
+from runtime.consent import SqliteConsentStore
+from starter.api import sms_webhook
+
+TOKEN = "twilio-auth-token"
+ACCOUNT = "AC00000000000000000000000000000001"
+URL = "http://testserver/webhooks/twilio/sms"
+PHONE = "+15551234567"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteConsentStore:
+    return SqliteConsentStore(tmp_path / "consent.sqlite3")
+
+
+@pytest.fixture
+def app(store: SqliteConsentStore) -> FastAPI:
+    app = FastAPI()
+    app.include_router(sms_webhook.router)
+    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
+    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
+    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(
+        auth_token=TOKEN, account_sid=ACCOUNT
+    )
+    return app
+
+
+def inbound(body: str, phone: str = PHONE) -> dict[str, str]:
+    return {
+        "ToCountry": "US",
+        "SmsMessageSid": "SM123",
+        "NumMedia": "0",
+        "SmsSid": "SM123",
+        "SmsStatus": "received",
+        "Body": body,
+        "To": "+15005550006",
+        "MessageSid": "SM123",
+        "AccountSid": ACCOUNT,
+        "From": phone,
+        "ApiVersion": "2010-04-01",
+    }
+
+
+async def post(app: FastAPI, form: dict[str, str], signature: str | None = "sign", url: str = URL) -> httpx.Response:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signature == "sign":
+        signature = RequestValidator(TOKEN).compute_signature(url, form)
+    if signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        return await client.post(
+            url.removeprefix("http://testserver"), content=urllib.parse.urlencode(form), headers=headers
+        )
+
+
+async def test_stop_then_start_with_a_valid_signature(app: FastAPI, store: SqliteConsentStore) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    response = await post(app, inbound(" stop "))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/xml")
+    assert response.text == '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    assert await store.sms_opted_out("cus_1")
+
+    assert (await post(app, inbound("START"))).status_code == 200
+    assert not await store.sms_opted_out("cus_1")
+    assert [s for _, s, _ in await store.history("cus_1")] == ["sms:STOP", "sms:START"]
+
+
+@pytest.mark.parametrize("word", ["STOP", "stopall", "Unsubscribe", "CANCEL", "end", "QUIT", "Stop."])
+async def test_every_stop_keyword_opts_out(app: FastAPI, store: SqliteConsentStore, word: str) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    assert (await post(app, inbound(word))).status_code == 200
+    assert await store.sms_opted_out("cus_1")
+
+
+async def test_ordinary_reply_changes_nothing(app: FastAPI, store: SqliteConsentStore) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    assert (await post(app, inbound("please stop charging twice"))).status_code == 200
+    assert not await store.sms_opted_out("cus_1")
+
+
+async def test_unknown_number_is_acknowledged(app: FastAPI, store: SqliteConsentStore) -> None:
+    assert (await post(app, inbound("STOP", phone="+15550000000"))).status_code == 200
+
+
+async def test_bad_signature_is_rejected(app: FastAPI, store: SqliteConsentStore) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    response = await post(app, inbound("STOP"), signature="bm90IGEgc2lnbmF0dXJl")
+    assert response.status_code == 403 and "Signature" in response.json()["detail"]
+    assert not await store.sms_opted_out("cus_1")
+
+
+async def test_signature_over_a_tampered_body_is_rejected(app: FastAPI, store: SqliteConsentStore) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    signature = RequestValidator(TOKEN).compute_signature(URL, inbound("hello"))
+    response = await post(app, inbound("STOP"), signature=signature)
+    assert response.status_code == 403
+    assert not await store.sms_opted_out("cus_1")
+
+
+async def test_missing_signature_is_rejected(app: FastAPI) -> None:
+    response = await post(app, inbound("STOP"), signature=None)
+    assert response.status_code == 403 and response.json()["detail"] == "missing X-Twilio-Signature"
+
+
+async def test_other_account_is_rejected(app: FastAPI) -> None:
+    form = {**inbound("STOP"), "AccountSid": "AC99999999999999999999999999999999"}
+    assert (await post(app, form)).status_code == 403
+
+
+async def test_body_without_sender_is_400(app: FastAPI) -> None:
+    form = {"Body": "STOP", "AccountSid": ACCOUNT}
+    response = await post(app, form)
+    assert response.status_code == 400 and "From" in response.json()["detail"]
+
+
+async def test_json_body_is_400(app: FastAPI) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        response = await client.post("/webhooks/twilio/sms", json={"Body": "STOP"}, headers={"X-Twilio-Signature": "x"})
+    assert response.status_code == 400
+
+
+async def test_unconfigured_token_refuses(app: FastAPI) -> None:
+    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(None)
+    assert (await post(app, inbound("STOP"))).status_code == 503
+
+
+async def test_public_url_behind_a_proxy(app: FastAPI, store: SqliteConsentStore) -> None:
+    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(
+        auth_token=TOKEN, public_url="https://dunning.example.com/"
+    )
+    await store.remember_sms_recipient("cus_1", PHONE)
+    form = inbound("STOP")
+    signature = RequestValidator(TOKEN).compute_signature("https://dunning.example.com/webhooks/twilio/sms", form)
+    assert (await post(app, form, signature=signature)).status_code == 200
+    assert await store.sms_opted_out("cus_1")
+
+
+async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore) -> None:
+    from runtime.settings import Settings
+
+    app = FastAPI()
+    app.include_router(sms_webhook.router)
+    app.state.settings = Settings(twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT)
+    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
+    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
+    await store.remember_sms_recipient("cus_1", PHONE)
+    assert (await post(app, inbound("STOP"))).status_code == 200
+    assert await store.sms_opted_out("cus_1")
+    assert (await post(app, inbound("START"), signature="bad")).status_code == 403
+
+
+async def test_default_store_is_the_workers_consent_file(tmp_path: Path) -> None:
+    """No overrides: the webhook writes $DUNNING_STATE_DIR/consent.sqlite3, which the worker reads."""
+    from activities.factory import build_activities
+    from runtime.settings import Settings
+
+    settings = Settings(twilio_auth_token=TOKEN, dunning_sms="sandbox", dunning_state_dir=tmp_path)
+    notify = next(a.__self__ for a in build_activities(settings) if a.__name__ == "send_notification")
+    await notify.consent.remember_sms_recipient("cus_1", PHONE)  # the worker texted this number
+    app = FastAPI()
+    app.include_router(sms_webhook.router)
+    app.state.settings = settings
+    assert (await post(app, inbound("STOP"))).status_code == 200
+    assert await notify.consent.sms_opted_out("cus_1")
