@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from temporalio.common import SearchAttributeKey
 
@@ -95,13 +95,13 @@ RESTORE_ACCESS = ActivityDef("restore_access", AccessRequest, type(None))
 CANCEL_SUBSCRIPTION = ActivityDef("cancel_subscription", AccessRequest, type(None))
 GET_CUSTOMER = ActivityDef("get_customer", str, CustomerProfile)
 
-ACTIVITIES: tuple[ActivityDef[object, object], ...] = (
-    CHARGE_INVOICE,  # type: ignore[assignment]
-    SEND_NOTIFICATION,  # type: ignore[assignment]
-    SUSPEND_ACCESS,  # type: ignore[assignment]
-    RESTORE_ACCESS,  # type: ignore[assignment]
-    CANCEL_SUBSCRIPTION,  # type: ignore[assignment]
-    GET_CUSTOMER,  # type: ignore[assignment]
+ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
+    CHARGE_INVOICE,
+    SEND_NOTIFICATION,
+    SUSPEND_ACCESS,
+    RESTORE_ACCESS,
+    CANCEL_SUBSCRIPTION,
+    GET_CUSTOMER,
 )
 
 # --- search attributes and visibility -------------------------------------------------

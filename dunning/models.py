@@ -271,6 +271,7 @@ class CaseState(_Model):
         [], description="invoices reported paid before their failure reached the case"
     )
     cancel_requested: str | None = None
+    canceled_by_stripe_dunning: bool = Field(False, description="Stripe's own dunning canceled the subscription")
     late_failures: list[PaymentFailed] = []
     last_message_at: datetime | None = None
     grace_extension_days: int = 0

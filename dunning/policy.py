@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -36,6 +36,14 @@ class NotifyStep(BaseModel):
         if self.at is not None and self.at < timedelta(0):
             raise ValueError("`at` must not be negative")
         return self
+
+
+class LadderStep(NamedTuple):
+    """A time-based step of the ladder: its position in `notify` and its offset from the first failure."""
+
+    position: int
+    at: timedelta
+    step: NotifyStep
 
 
 class Policy(BaseModel):
@@ -68,10 +76,10 @@ class Policy(BaseModel):
         return value
 
     @property
-    def ladder(self) -> list[tuple[int, NotifyStep]]:
+    def ladder(self) -> list[LadderStep]:
         """Time-based steps with their index, in the order they fall due."""
-        timed = [(i, s) for i, s in enumerate(self.notify) if s.at is not None]
-        return sorted(timed, key=lambda pair: pair[1].at)
+        timed = [LadderStep(i, s.at, s) for i, s in enumerate(self.notify) if s.at is not None]
+        return sorted(timed, key=lambda rung: rung.at)
 
     def on_event(self, event: str) -> list[NotifyStep]:
         return [s for s in self.notify if s.on == event]

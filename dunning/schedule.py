@@ -108,12 +108,7 @@ def message_time(due: datetime, last_message_at: datetime | None, gap: timedelta
 
 def due_ladder_steps(policy: Policy, anchor: datetime, now: datetime, done: set[int]) -> list[int]:
     """Indexes of time-based ladder steps that are due and not yet handled, oldest first."""
-    return [i for i, step in policy.ladder if i not in done and anchor + step.at <= now]
-
-
-def next_ladder_due(policy: Policy, anchor: datetime, done: set[int]) -> datetime | None:
-    pending = [anchor + step.at for i, step in policy.ladder if i not in done]
-    return min(pending) if pending else None
+    return [rung.position for rung in policy.ladder if rung.position not in done and anchor + rung.at <= now]
 
 
 def grace_ends_at(policy: Policy, anchor: datetime, extension_days: int) -> datetime:

@@ -27,7 +27,7 @@ def test_shipped_policies_load_and_default_matches_the_contract():
     assert default.retry_after == [timedelta(days=d) for d in (1, 3, 5, 7, 10, 14)]
     assert default.grace == timedelta(days=14) and default.cancel_after_suspension == timedelta(days=30)
     assert default.quiet_hours == (time(21), time(8))
-    assert [s.template for _, s in default.ladder] == ["payment_failed", "reminder", "final_notice"]
+    assert [rung.step.template for rung in default.ladder] == ["payment_failed", "reminder", "final_notice"]
     assert [s.template for s in default.on_event("suspended")] == ["suspended"]
 
 
@@ -183,9 +183,9 @@ def test_messages_respect_the_gap_and_sms_never_lands_in_quiet_hours(ladder, gap
     sent_at: list[datetime] = []
     done: set[int] = set()
     last: datetime | None = None
-    for index, step in policy.ladder:
-        at = schedule.message_time(anchor + step.at, last, gap)
-        done.add(index)
+    for rung in policy.ladder:
+        at = schedule.message_time(anchor + rung.at, last, gap)
+        done.add(rung.position)
         sms_at = schedule.next_sms_time(at, tz, policy.quiet_hours)
         assert not schedule.in_quiet_hours(sms_at, tz, policy.quiet_hours)
         assert sms_at >= at and sms_at - at <= timedelta(hours=24)
