@@ -115,7 +115,7 @@ class DunningWorkflow:
         await workflow.wait_condition(lambda: case.has_started)
         if workflow.patched(PUBLISH_AT_START):
             # Before any activity: a case is in the stage filters even while Stripe is down.
-            self._publish()
+            self._publish(first=True)
         if case.state.customer is None:
             case.state.customer = await self._get_customer()
         while case.is_open:
@@ -366,8 +366,10 @@ class DunningWorkflow:
         info = workflow.info()
         return info.get_current_history_length() > self.history_event_limit or info.is_continue_as_new_suggested()
 
-    def _publish(self) -> None:
-        """Keep search attributes and the UI's current details in step with the case."""
+    def _publish(self, first: bool = False) -> None:
+        """Keep search attributes and the UI's current details in step with the case.
+
+        The `first` publish sets only what the case knows; there is nothing to unset yet."""
         values = self.case.search_attributes(self.next_action)
         if values != self.published_attributes:
             keys: dict[str, SearchAttributeKey[Any]] = {key.name: key for key in contract.SEARCH_ATTRIBUTES}
@@ -375,7 +377,7 @@ class DunningWorkflow:
                 [
                     keys[name].value_unset() if value in (None, "") else keys[name].value_set(value)
                     for name, value in values.items()
-                    if self.published_attributes.get(name, ...) != value
+                    if self.published_attributes.get(name, ...) != value and not (first and value in (None, ""))
                 ]
             )
             self.published_attributes = values

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -26,6 +26,34 @@ from dunning.policy import Policy
 from workflows.dunning_workflow import DunningWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+#: Histories are recorded as `{scenario}.{RECORDING_TAG}.json`: the tag names the newest patch,
+#: so a new path is recorded beside the old files, which stay for the replay tests.
+RECORDING_TAG = "attributes_at_start"
+#: Timer durations differ by the milliseconds a test's own steps take.
+TIMER_TOLERANCE = timedelta(seconds=2)
+
+
+def timer_durations(history: WorkflowHistory) -> list[timedelta]:
+    return [
+        event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for event in history.events
+        if event.HasField("timer_started_event_attributes")
+    ]
+
+
+def assert_timers_match_recordings(scenario: str, fresh: WorkflowHistory) -> None:
+    """A fresh run's timers last as long as in every recorded history of the scenario.
+
+    The Replayer only notices a changed command, not a timer that moved: a refactor that sleeps
+    a day less replays fine and breaks every running case's schedule. This catches it.
+    """
+    recordings = sorted([*HISTORIES.glob(f"{scenario}.json"), *HISTORIES.glob(f"{scenario}.*.json")])
+    assert recordings, f"no recorded history for {scenario}: record one (README, 'Changing the workflow')"
+    now = timer_durations(fresh)
+    for path in recordings:
+        then = timer_durations(WorkflowHistory.from_json(fresh.workflow_id, path.read_text()))
+        moved = len(now) != len(then) or any(abs(a - b) > TIMER_TOLERANCE for a, b in zip(now, then, strict=True))
+        assert not moved, f"{path.name}: timers {[str(d) for d in then]} now run {[str(d) for d in now]}"
 
 TEST_POLICY = {
     "name": "default",
@@ -71,9 +99,12 @@ class Case:
 
     async def result(self) -> CaseStatus:
         status = await self.handle.result()
-        if self.record_as and os.environ.get("DUNNING_RECORD_HISTORIES") == "1":
+        if self.record_as:
             history = await self.handle.fetch_history()
-            (HISTORIES / f"{self.record_as}.json").write_text(history.to_json())
+            if os.environ.get("DUNNING_RECORD_HISTORIES") == "1":
+                (HISTORIES / f"{self.record_as}.{RECORDING_TAG}.json").write_text(history.to_json())
+            else:
+                assert_timers_match_recordings(self.record_as, history)
         return status
 
     def day(self, at: datetime) -> float:
@@ -128,13 +159,15 @@ class CaseRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Cases left open would block time skipping for later tests (no worker polls their queue).
+        # The worker stops first, so no activity in flight outlives its case (the time-skipping
+        # server then stops skipping time for good); then cases left open are ended, or they
+        # would block time skipping for later tests (no worker polls their queue).
+        await self.worker.__aexit__(*exc)
         for handle in self.handles:
             try:
                 await handle.terminate("test finished")
             except RPCError:
                 pass  # already closed
-        await self.worker.__aexit__(*exc)
 
     async def open(
         self,
@@ -144,6 +177,7 @@ class CaseRunner:
         subscription_id: str | None = None,
         history_event_limit: int = 10_000,
         record_as: str | None = None,
+        requested_policy: str | None = None,
     ) -> Case:
         """Start a case like the webhook API does; `record_as` names its history for replay tests
         (written when DUNNING_RECORD_HISTORIES=1)."""
@@ -157,6 +191,7 @@ class CaseRunner:
                 customer_id=customer_id,
                 policy=policy or make_policy(),
                 history_event_limit=history_event_limit,
+                requested_policy=requested_policy,
             ),
             id=f"dunning-{subscription_id}",
             task_queue=self.task_queue,
