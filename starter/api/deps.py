@@ -2,7 +2,7 @@
 
 Routers read them from the app (`request.app.state`), through the dependencies below, so
 that tests inject a client with `create_app(client_factory=...)` and nothing connects at
-import time. Import from here, not from `starter.api.app`, to avoid an import cycle.
+import time. Import from here, not from `starter.api.main`, to avoid an import cycle.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from runtime.codec import data_converter
 from runtime.settings import Settings
 from dunning.models import CaseStatus, Stage
-from starter.api.app import create_app
+from starter.api.main import create_app
 from tests.helpers.trust_harness import (
     WEBHOOK_SECRET,
     CountingStripe,

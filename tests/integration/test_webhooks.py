@@ -28,7 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from runtime.settings import Settings
-from starter.api.app import create_app
+from starter.api.main import create_app
 from starter.api.stripe_webhook import open_cases_query
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe

@@ -221,7 +221,7 @@ async def test_update_link_can_come_from_an_async_payments_backend(app: FastAPI,
 
 
 async def test_uses_the_apps_own_temporal_gateway_and_settings(client: FakeClient) -> None:
-    """Inside starter.api.app the app holds settings and a Temporal gateway: no overrides needed."""
+    """Inside starter.api.main the app holds settings and a Temporal gateway: no overrides needed."""
 
     class Gateway:
         async def client(self) -> FakeClient:
