@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import html
 import json
-import os
 from functools import lru_cache
 from urllib.parse import parse_qs
 
@@ -32,14 +31,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from runtime.codec import ENV_VAR, DecryptionError, EncryptionCodec, EncryptionConfigError
+from runtime.codec import DecryptionError, EncryptionCodec, EncryptionConfigError
+from runtime.settings import Settings, reveal
 
 log = structlog.get_logger("dunning.codec_server")
 
 router = APIRouter(prefix="/codec", tags=["codec server"])
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a history page of payloads; Temporal caps one payload at 2 MiB
-DEFAULT_UI_ORIGINS = "http://localhost:8233,http://127.0.0.1:8233"
 COOKIE = "dunning_codec_session"
 ALLOWED_HEADERS = "authorization, content-type, x-namespace"
 
@@ -50,17 +49,16 @@ class _Refused(Exception):
 
 
 def allowed_origins() -> set[str]:
-    raw = os.environ.get("DUNNING_CODEC_CORS_ORIGINS", DEFAULT_UI_ORIGINS)
-    return {o.strip().rstrip("/") for o in raw.split(",") if o.strip()}
+    return Settings().codec_cors_origins()
 
 
 @lru_cache(maxsize=4)
 def _codec_for(spec: str) -> EncryptionCodec | None:
-    return EncryptionCodec.from_env({ENV_VAR: spec})
+    return EncryptionCodec.from_keys(spec)
 
 
 def current_codec() -> EncryptionCodec | None:
-    return _codec_for(os.environ.get(ENV_VAR, "").strip())
+    return _codec_for(reveal(Settings().dunning_encryption_keys).strip())
 
 
 def _session_value(token: str) -> str:
@@ -82,8 +80,9 @@ def _cors_headers(request: Request) -> dict[str, str]:
 def _api_token(request: Request) -> str:
     """The app's settings when it has them (starter.api.app), else the environment."""
     settings = getattr(request.app.state, "settings", None)
-    token = getattr(settings, "dunning_api_token", None) if settings is not None else None
-    return token or os.environ.get("DUNNING_API_TOKEN") or ""
+    if not isinstance(settings, Settings):
+        settings = Settings()
+    return reveal(settings.dunning_api_token)
 
 
 def _operator(request: Request) -> str:

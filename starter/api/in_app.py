@@ -77,7 +77,8 @@ def app_settings(request: Request) -> Settings:
 
 
 def get_api_token(request: Request) -> str | None:
-    return app_settings(request).dunning_api_token
+    token = app_settings(request).dunning_api_token
+    return token.get_secret_value() if token else None
 
 
 class UpdateLink(Protocol):

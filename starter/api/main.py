@@ -119,7 +119,7 @@ def create_app(
     app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.policies = policies
-    app.state.temporal = TemporalGateway(client_factory or connect)
+    app.state.temporal = TemporalGateway(client_factory or (lambda: connect(settings)))
     app.state.webhook_tolerance_seconds = webhook_tolerance_seconds
     app.state.rpc_timeout = rpc_timeout
     app.state.visibility_rechecks = visibility_rechecks
@@ -173,8 +173,10 @@ def __getattr__(name: str) -> Any:
     # `starter.api:app` is built on first access, so importing this module (tests, the CLI)
     # reads no environment and loads no policy.
     if name == "app":
-        configure_logging()  # the served app (uvicorn starter.api:app): redacting JSON logs
-        application = create_app()
+        settings = Settings()
+        # the served app (uvicorn starter.api:app): redacting JSON logs
+        configure_logging(settings.dunning_log_level, settings.dunning_log_format)
+        application = create_app(settings)
         globals()["app"] = application
         return application
     raise AttributeError(name)

@@ -16,7 +16,6 @@ Behind a proxy, the URL Twilio signed is the public one: set `DUNNING_PUBLIC_URL
 
 from __future__ import annotations
 
-import os
 import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +30,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from runtime.consent import PhoneDirectory, SqliteConsentStore
 from activities.factory import consent_path
-from runtime.settings import Settings
+from runtime.settings import Settings, reveal
 
 log = structlog.get_logger(__name__)
 
@@ -87,9 +86,9 @@ def get_phone_directory(request: Request) -> PhoneDirectory:
 def get_twilio_webhook_config(request: Request) -> TwilioWebhookConfig:
     settings = _settings(request)
     return TwilioWebhookConfig(
-        auth_token=settings.twilio_auth_token,
+        auth_token=reveal(settings.twilio_auth_token) or None,
         account_sid=settings.twilio_account_sid,
-        public_url=os.environ.get("DUNNING_PUBLIC_URL") or None,
+        public_url=settings.dunning_public_url,
     )
 
 

@@ -44,6 +44,7 @@ from dunning.models import (
 )
 from dunning.money import format_money
 from dunning.policy import choose_policy
+from runtime.settings import reveal
 from starter.api.deps import (
     RETRY_AFTER_SECONDS,
     get_policies,
@@ -421,7 +422,7 @@ _SIGNATURE_REASONS = {
 @router.post("/webhooks/stripe")
 async def stripe_webhook(request: Request) -> JSONResponse:
     settings = get_settings(request)
-    secret = settings.stripe_webhook_secret
+    secret = reveal(settings.stripe_webhook_secret)
     if not secret:
         log.error("STRIPE_WEBHOOK_SECRET is not set: refusing Stripe webhooks until it is")
         return _refuse(503, "webhook secret not configured", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
