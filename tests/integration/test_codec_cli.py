@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from runtime.codec import ENCODING, EncryptionCodec, data_converter, parse_keys
 from dunning.models import DunningInput
 from dunning.policy import load_policies
-from starter.api import codec_server
+from starter.api.routes import codec_server
 from tests.helpers.case_harness import failure
 from tests.helpers.trust_harness import codec_client, write_policies
 

@@ -29,7 +29,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from runtime.settings import Settings
 from starter.api.main import create_app
-from starter.api.stripe_webhook import open_cases_query
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
 from dunning import contract as sa
@@ -238,7 +237,7 @@ async def test_redelivery_changes_nothing(api, dev_env, ids):
 
 async def until_visible(client: Client, customer_id: str, count: int) -> None:
     """Visibility lags a start a little; the fan-out itself re-checks only when it finds nothing."""
-    query = open_cases_query(customer_id)
+    query = sa.open_cases_of_customer(customer_id)
     for _ in range(50):
         if len([w async for w in client.list_workflows(query)]) == count:
             return
