@@ -266,15 +266,29 @@ async def test_invoice_paid_reaches_the_case(api, dev_env, ids, event_type):
     )
 
 
-async def test_subscription_deleted_reaches_the_case(api, dev_env, ids):
+@pytest.mark.parametrize(
+    ("details", "reason", "stripe_reason"),
+    [
+        (
+            {"comment": None, "feedback": None, "reason": "cancellation_requested"},
+            "cancellation_requested",
+            "cancellation_requested",
+        ),
+        # Stripe's own dunning gave up: the case must know it was not the customer.
+        ({"comment": None, "feedback": None, "reason": "payment_failed"}, "payment_failed", "payment_failed"),
+        ({"comment": "moved to a yearly plan", "feedback": None, "reason": None}, "moved to a yearly plan", None),
+        (None, "canceled in Stripe", None),
+    ],
+)
+async def test_subscription_deleted_reaches_the_case(api, dev_env, ids, details, reason, stripe_reason):
     wid = await open_case(api, ids["customer"], ids["subscription"])
     sub = sf.subscription(ids["subscription"], customer=ids["customer"], status="canceled")
-    sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
+    sub["cancellation_details"] = details
     response = await post_event(api, sf.event("customer.subscription.deleted", sub, event_id="evt_del"))
     assert response.status_code == 200
     assert (await signals(dev_env.client, wid))[-1] == (
         "subscription_canceled",
-        {"reason": "cancellation_requested", "event_id": "evt_del"},
+        {"reason": reason, "event_id": "evt_del", "cancellation_reason": stripe_reason},
     )
 
 

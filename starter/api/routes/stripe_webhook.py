@@ -204,12 +204,19 @@ def plan(event: dict[str, Any]) -> Action:
         )
 
     if event_type == "customer.subscription.deleted":
-        details = obj.get("cancellation_details") or {}
-        reason = (details.get("reason") or details.get("comment")) if isinstance(details, dict) else None
+        details = obj.get("cancellation_details")
+        details = details if isinstance(details, dict) else {}
+        reason = details.get("reason") or details.get("comment")
+        # Stripe's own reason, kept as is: `payment_failed` means Stripe's dunning canceled it.
+        stripe_reason = details.get("reason")
         return SignalCase(
             _stripe_id(obj.get("id"), "subscription.id"),
             Signal.SUBSCRIPTION_CANCELED,
-            SubscriptionCanceled(reason=reason or "canceled in Stripe", event_id=event_id),
+            SubscriptionCanceled(
+                reason=reason or "canceled in Stripe",
+                event_id=event_id,
+                cancellation_reason=stripe_reason if isinstance(stripe_reason, str) else None,
+            ),
         )
 
     if event_type in CARD_EVENTS:
