@@ -142,12 +142,23 @@ async def test_payment_failed_starts_the_case(api: httpx.AsyncClient, dev_env: W
     assert "ada@example.com" not in json.dumps(payload)
 
 
-@pytest.mark.parametrize(("requested", "chosen"), [("high_value", "high_value"), ("no_such_policy", "default")])
-async def test_policy_from_subscription_metadata(api, dev_env, ids, requested, chosen):
+@pytest.mark.parametrize(
+    ("requested", "chosen", "unknown"),
+    [("high_value", "high_value", None), ("no_such_policy", "default", "no_such_policy")],
+)
+async def test_policy_from_subscription_metadata(api, dev_env, ids, capsys, requested, chosen, unknown):
     event = failed_event(ids, subscription_metadata={"dunning_policy": requested})
     assert (await post_event(api, event)).status_code == 200
     started = await start_input(dev_env.client, f"dunning-{ids['subscription']}")
     assert started["policy"]["name"] == chosen
+    # An unknown name is not silently replaced: the case is told, and the log says so.
+    assert started["requested_policy"] == unknown
+    out = capsys.readouterr()
+    warned = [line for line in (out.out + out.err).splitlines() if "unknown dunning_policy" in line]
+    if unknown:
+        assert len(warned) == 1 and "no_such_policy" in warned[0] and "default" in warned[0]
+    else:
+        assert warned == []
 
 
 async def test_legacy_invoice_shape_is_understood(api, dev_env, ids):

@@ -191,7 +191,8 @@ def plan(event: dict[str, Any]) -> Action:
         except ValidationError as exc:
             raise BadEvent(f"invoice: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
         requested = metadata.get("dunning_policy") if isinstance(metadata, dict) else None
-        return StartCase(subscription_id, customer_id, payload, requested)
+        # Stripe metadata values are strings; anything else names no policy.
+        return StartCase(subscription_id, customer_id, payload, requested if isinstance(requested, str) else None)
 
     if event_type in ("invoice.paid", "invoice.payment_succeeded"):
         subscription_id, _ = _invoice_subscription(obj)
@@ -259,6 +260,21 @@ def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
 
+def _policy_for(action: StartCase, policies: dict[str, Policy]) -> tuple[Policy, str | None]:
+    """The policy the case pins, and the requested name when it is one we do not have: the case
+    records the fallback instead of it passing unnoticed."""
+    policy = choose_policy(policies, action.requested_policy)
+    if not action.requested_policy or action.requested_policy in policies:
+        return policy, None
+    log.warning(
+        "unknown dunning_policy in the subscription's metadata: using another",
+        subscription_id=action.subscription_id,
+        requested_policy=action.requested_policy,
+        policy=policy.name,
+    )
+    return policy, action.requested_policy
+
+
 @dataclass
 class Delivery:
     """What carrying out an action needs: the Temporal client and the app's settings."""
@@ -292,12 +308,17 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
                 )
                 return Outcome("ignored", f"case {wid} for {invoice_id} already closed", [wid])
 
-    policy = choose_policy(to.policies, action.requested_policy)
+    policy, unknown_policy = _policy_for(action, to.policies)
     payload = await _with_decline(action.payload, to.failure_lookup)
     summary = f"{action.customer_id} · {format_money(payload.amount_due, payload.currency)} · {action.subscription_id}"
     handle = await client.start_workflow(
         contract.WORKFLOW_TYPE,
-        DunningInput(subscription_id=action.subscription_id, customer_id=action.customer_id, policy=policy),
+        DunningInput(
+            subscription_id=action.subscription_id,
+            customer_id=action.customer_id,
+            policy=policy,
+            requested_policy=unknown_policy,
+        ),
         id=wid,
         task_queue=to.task_queue,
         start_signal=Signal.PAYMENT_FAILED,
