@@ -8,10 +8,10 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
-from runtime.settings import Settings, reveal
 from activities.stripe_backend import StripePayments
+from runtime.consent import SqliteConsentStore
+from runtime.settings import Settings, reveal
 
 log = structlog.get_logger(__name__)
 

@@ -27,8 +27,8 @@ import os
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
-from pydantic import SecretStr
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec

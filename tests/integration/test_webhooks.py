@@ -27,11 +27,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from runtime.settings import Settings
-from starter.api.main import create_app
+from dunning import contract as sa
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
-from dunning import contract as sa
+from runtime.settings import Settings
+from starter.api.main import create_app
 
 SECRET = "whsec_test_webhooks_0123456789abcdef"
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from temporalio.service import RPCError, RPCStatusCode
 
-from dunning.models import AccessState, CaseStatus, DeclineCategory, InvoiceState, Stage
 from dunning import contract
+from dunning.models import AccessState, CaseStatus, DeclineCategory, InvoiceState, Stage
 from runtime.settings import Settings
 from starter.api import deps
 from starter.api.routes import in_app

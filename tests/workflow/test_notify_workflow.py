@@ -18,10 +18,10 @@ from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
+from runtime.consent import SqliteConsentStore
 from starter.api import deps
 from starter.api.routes import in_app, sms_webhook
 from tests.helpers.case_harness import CaseRunner, make_policy

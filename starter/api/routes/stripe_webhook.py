@@ -495,9 +495,7 @@ async def stripe_webhook(
             # The SDK retries an unreachable server for up to ~10 s whatever the rpc timeout:
             # answer 503 well before Stripe gives up on us (a late success is deduped anyway).
             async with asyncio.timeout(2 * timings.rpc_timeout.total_seconds()):
-                to = Delivery(
-                    await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup
-                )
+                to = Delivery(await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup)
                 outcome = await _deliver(action, to)
         except Exception as exc:
             if is_transient(exc):
