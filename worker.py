@@ -24,7 +24,7 @@ log = structlog.get_logger("dunning.worker")
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    client = await connect()
+    client = await connect(settings)
     worker = Worker(
         client,
         task_queue=settings.dunning_task_queue,
@@ -43,8 +43,9 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 
 def main() -> int:
-    configure_logging()
-    asyncio.run(run_worker())
+    settings = Settings()
+    configure_logging(settings.dunning_log_level, settings.dunning_log_format)
+    asyncio.run(run_worker(settings))
     return 0
 
 

@@ -8,10 +8,10 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
-from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
+from runtime.consent import SqliteConsentStore
+from runtime.settings import Settings, reveal
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBack
     from activities.sendgrid_backend import SendGridEmail
 
     return SendGridEmail(
-        settings.sendgrid_api_key or "",
+        reveal(settings.sendgrid_api_key),
         settings.dunning_email_from,
         host=settings.sendgrid_api_host,
         timeout=settings.dunning_provider_timeout,
@@ -78,7 +78,7 @@ def build_sms_backend(settings: Settings, sandbox: SandboxOutbox) -> SmsBackend:
 
     return TwilioSms(
         settings.twilio_account_sid or "",
-        settings.twilio_auth_token or "",
+        reveal(settings.twilio_auth_token),
         settings.twilio_from_number or "",
         api_base=settings.twilio_api_base,
         timeout=settings.dunning_provider_timeout,

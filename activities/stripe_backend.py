@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from activities.backends import Contact, ProviderRejected, ProviderUnavailable
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory
+from runtime.settings import Settings, reveal
 
 log = structlog.get_logger(__name__)
 
@@ -114,14 +115,14 @@ class StripePayments:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any, **options: Any) -> StripePayments:
+    def from_settings(cls, settings: Settings, **options: Any) -> StripePayments:
         """STRIPE_API_KEY, STRIPE_API_BASE, STRIPE_PORTAL_RETURN_URL, DUNNING_PROVIDER_TIMEOUT."""
-        if getattr(settings, "dunning_provider_timeout", None):
+        if settings.dunning_provider_timeout:
             options.setdefault("timeout", settings.dunning_provider_timeout)
         return cls(
-            settings.stripe_api_key or "",
+            reveal(settings.stripe_api_key),
             api_base=settings.stripe_api_base,
-            portal_return_url=getattr(settings, "stripe_portal_return_url", None),
+            portal_return_url=settings.stripe_portal_return_url,
             **options,
         )
 

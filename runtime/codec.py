@@ -24,10 +24,11 @@ import base64
 import binascii
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
@@ -83,8 +84,9 @@ class EncryptionCodec(PayloadCodec):
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> EncryptionCodec | None:
-        spec = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
+    def from_keys(cls, keys: SecretStr | str | None) -> EncryptionCodec | None:
+        """The codec for `DUNNING_ENCRYPTION_KEYS` (`Settings.dunning_encryption_keys`); None when unset."""
+        spec = (keys.get_secret_value() if isinstance(keys, SecretStr) else keys or "").strip()
         return cls(parse_keys(spec)) if spec else None
 
     @property
@@ -125,10 +127,10 @@ class EncryptionCodec(PayloadCodec):
         return decoded
 
 
-def data_converter(environ: Mapping[str, str] | None = None) -> DataConverter:
+def data_converter(keys: SecretStr | str | None = None) -> DataConverter:
     """The contract's pydantic converter; with keys set, also the codec, and failure messages
     and stack traces moved into (encrypted) payloads so they carry no customer data either."""
-    codec = EncryptionCodec.from_env(environ)
+    codec = EncryptionCodec.from_keys(keys)
     if codec is None:
         return pydantic_data_converter
     return dataclasses.replace(

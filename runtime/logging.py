@@ -12,14 +12,14 @@ whose last step before rendering is `redact`:
   13–19 digits) become `[card]`, e-mail addresses and phone numbers are masked, bearer tokens
   and provider keys (`sk_live_…`, `whsec_…`, `SG.…`) become `[redacted]`.
 
-`DUNNING_LOG_LEVEL` (default INFO) and `DUNNING_LOG_FORMAT` (`json`, or `console`; default
-console on a terminal, json otherwise).
+Level and format come from `DUNNING_LOG_LEVEL` (default INFO) and `DUNNING_LOG_FORMAT` (`json`,
+or `console`; default console on a terminal, json otherwise): each process passes them from
+its `Settings`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -178,8 +178,8 @@ def _shared_processors() -> list[Any]:
 
 def configure_logging(level: str | None = None, fmt: str | None = None, stream: Any = None) -> None:
     """Configure structlog and the standard library once, for the whole process."""
-    level = (level or os.environ.get("DUNNING_LOG_LEVEL") or "INFO").upper()
-    fmt = fmt or os.environ.get("DUNNING_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    level = (level or "INFO").upper()
+    fmt = fmt or ("console" if sys.stderr.isatty() else "json")
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"

@@ -1,14 +1,23 @@
-"""Configuration from the environment, with the names of the contract."""
+"""Configuration from the environment, with the names of the contract.
+
+Every variable the service reads is a field here (secrets as `SecretStr`, hidden from repr and
+logs); no other module reads the environment for them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dunning.policy import SHIPPED_POLICY_DIR
+
+
+def reveal(secret: SecretStr | None) -> str:
+    """A secret's value where a client library needs it ("" when unset)."""
+    return secret.get_secret_value() if secret is not None else ""
 
 
 class Settings(BaseSettings):
@@ -19,7 +28,7 @@ class Settings(BaseSettings):
         1000, ge=0, description="cases a worker keeps in memory (~260 KiB each, docs/performance.md)"
     )
     dunning_policy_dir: Path = SHIPPED_POLICY_DIR
-    dunning_api_token: str | None = Field(None, repr=False)
+    dunning_api_token: SecretStr | None = None
     dunning_payments: Literal["stripe", "sandbox"] | None = None
     dunning_email: Literal["sendgrid", "sandbox"] | None = None
     dunning_sms: Literal["twilio", "sandbox"] | None = None
@@ -29,19 +38,31 @@ class Settings(BaseSettings):
     dunning_company_name: str | None = None
     dunning_support_email: str | None = None
     dunning_provider_timeout: float = 10.0
+    # `key_id:base64key,…`: the first encrypts every Temporal payload, all decrypt (runtime/codec.py).
+    dunning_encryption_keys: SecretStr | None = None
+    dunning_log_level: str = "INFO"
+    dunning_log_format: str | None = None  # `json` or `console`; unset: console on a terminal, else json
+    # Where Twilio reaches the API, when it signs a URL other than the one the request arrived on
+    # (behind a proxy); unset: the request's own URL.
+    dunning_public_url: str | None = None
+    # Browser origins (comma-separated) allowed to call the codec server: the Temporal UI.
+    dunning_codec_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
-    stripe_api_key: str | None = Field(None, repr=False)
-    stripe_webhook_secret: str | None = Field(None, repr=False)
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
     stripe_portal_return_url: str | None = None  # where the billing portal sends the customer back
 
-    sendgrid_api_key: str | None = Field(None, repr=False)
+    sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str | None = None
 
     twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = Field(None, repr=False)
+    twilio_auth_token: SecretStr | None = None
     twilio_from_number: str | None = None
     twilio_api_base: str | None = None
+
+    def codec_cors_origins(self) -> set[str]:
+        return {o.strip().rstrip("/") for o in self.dunning_codec_cors_origins.split(",") if o.strip()}
 
     def payments_backend(self) -> str:
         return self.dunning_payments or ("stripe" if self.stripe_api_key else "sandbox")

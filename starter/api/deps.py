@@ -1,30 +1,52 @@
-"""What every router of the HTTP API shares: settings, policies and one Temporal client.
+"""Every dependency of the HTTP API, as `Annotated` aliases the routers declare.
 
-Routers read them from the app (`request.app.state`), through the dependencies below, so
-that tests inject a client with `create_app(client_factory=...)` and nothing connects at
-import time. Import from here, not from `starter.api.app`, to avoid an import cycle.
+`create_app` (main.py) puts the settings, the policies, the Temporal gateway and the timings on
+`app.state`; the routers reach them only through the aliases below, so a test overrides one
+function (`app.dependency_overrides[get_temporal_client] = ...`) and nothing connects at import
+time. Here too: the one 503 (`ServiceUnavailable`) and the one token check (`OperatorAuth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import inspect
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Protocol
 
-from fastapi import Request
+import structlog
+from fastapi import Cookie, Depends, Header, HTTPException, Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from runtime.settings import Settings
+from activities.factory import consent_path
+from activities.stripe_backend import FailureDetails
+from dunning.models import CaseStatus
 from dunning.policy import Policy
+from runtime.codec import EncryptionCodec, EncryptionConfigError
+from runtime.consent import PhoneDirectory, SqliteConsentStore
+from runtime.settings import Settings, reveal
+
+log = structlog.get_logger("dunning.api")
 
 ClientFactory = Callable[[], Awaitable[Client] | Client]
+#: Why an invoice failed, asked of Stripe (the event does not say).
+FailureLookup = Callable[[str], Awaitable[FailureDetails | None]]
 
 #: How long one Temporal call may take before the API answers 503 (Stripe waits ~20 s at most).
 RPC_TIMEOUT = timedelta(seconds=5)
 #: What a 503 tells the caller to wait before retrying.
 RETRY_AFTER_SECONDS = 30
+#: Stripe's default: events signed more than five minutes ago are refused (replay protection).
+DEFAULT_TOLERANCE_SECONDS = 300
+TEMPORAL_UNAVAILABLE = "Temporal unavailable, retry later"
+#: The codec server's browser session (`POST /codec/login`); it holds a digest of the token.
+OPERATOR_SESSION_COOKIE = "dunning_codec_session"
 
 #: Temporal answers meaning "not now": the caller should retry later.
 TRANSIENT_RPC_STATUSES = frozenset(
@@ -39,8 +61,15 @@ TRANSIENT_RPC_STATUSES = frozenset(
 )
 
 
-class TemporalUnavailable(Exception):
-    """Temporal could not be reached: answer 503 so the sender retries."""
+# --- the one 503 ------------------------------------------------------------------------
+
+
+class ServiceUnavailable(HTTPException):
+    """What the API needs (Temporal, a secret, the keys) is missing or unreachable: 503 with
+    Retry-After, so Stripe, Twilio and the SaaS app retry. create_app logs every one."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -49,7 +78,49 @@ def is_transient(exc: BaseException) -> bool:
         return exc.status in TRANSIENT_RPC_STATUSES
     if isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect"):
         return True  # a lazy client that cannot (re)connect
-    return isinstance(exc, (TemporalUnavailable, ConnectionError, TimeoutError, asyncio.TimeoutError))
+    return isinstance(exc, (ServiceUnavailable, ConnectionError, TimeoutError, asyncio.TimeoutError))
+
+
+# --- settings, policies, timings ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How patient the API is with Temporal and Stripe (tests shorten them)."""
+
+    rpc_timeout: timedelta = RPC_TIMEOUT
+    webhook_tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS
+    #: Pauses before listing a customer's open cases again when the first listing found none
+    #: (visibility lags a just-started case).
+    visibility_rechecks: tuple[float, ...] = (0.5, 1.5)
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings; a router mounted on an app that has none reads the environment."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+def get_policies(request: Request) -> dict[str, Policy]:
+    policies: dict[str, Policy] = request.app.state.policies
+    return policies
+
+
+def get_timings(request: Request) -> Timings:
+    return getattr(request.app.state, "timings", None) or Timings()
+
+
+def get_failure_lookup(request: Request) -> FailureLookup | None:
+    return getattr(request.app.state, "failure_lookup", None)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PoliciesDep = Annotated[dict[str, Policy], Depends(get_policies)]
+TimingsDep = Annotated[Timings, Depends(get_timings)]
+FailureLookupDep = Annotated[FailureLookup | None, Depends(get_failure_lookup)]
+
+
+# --- Temporal -------------------------------------------------------------------------------
 
 
 class TemporalGateway:
@@ -70,23 +141,164 @@ class TemporalGateway:
                     result = self._factory()
                     self._client = await result if inspect.isawaitable(result) else result
                 except Exception as exc:
-                    raise TemporalUnavailable(f"cannot connect to Temporal: {type(exc).__name__}") from exc
+                    log.warning("cannot connect to Temporal", error=type(exc).__name__)
+                    raise ServiceUnavailable(TEMPORAL_UNAVAILABLE) from exc
         return self._client
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_rpc_timeout(request: Request) -> timedelta:
-    return getattr(request.app.state, "rpc_timeout", RPC_TIMEOUT)
-
-
-def get_policies(request: Request) -> dict[str, Policy]:
-    return request.app.state.policies
-
-
-async def get_temporal_client(request: Request) -> Client:
-    """FastAPI dependency; raises `TemporalUnavailable` (→ 503 with Retry-After) when unreachable."""
+def get_temporal_gateway(request: Request) -> TemporalGateway:
+    """For endpoints that need Temporal only for some requests (a Stripe event we ignore does not)."""
     gateway: TemporalGateway = request.app.state.temporal
+    return gateway
+
+
+async def get_temporal_client(gateway: Annotated[TemporalGateway, Depends(get_temporal_gateway)]) -> Client:
+    """Raises `ServiceUnavailable` while Temporal is unreachable."""
     return await gateway.client()
+
+
+TemporalGatewayDep = Annotated[TemporalGateway, Depends(get_temporal_gateway)]
+TemporalDep = Annotated[Client, Depends(get_temporal_client)]
+
+
+# --- the one token check: operators and the SaaS app -----------------------------------------
+
+
+def get_api_token(settings: SettingsDep) -> str | None:
+    return reveal(settings.dunning_api_token) or None
+
+
+def same_secret(supplied: str, expected: str) -> bool:
+    """Constant-time comparison, so timing tells nothing about the token."""
+    return hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+def operator_session(token: str) -> str:
+    """The session cookie's value: a digest of the token, so rotating the token ends every session."""
+    return hmac.new(token.encode(), b"dunning codec session", hashlib.sha256).hexdigest()
+
+
+def require_operator(
+    expected: Annotated[str | None, Depends(get_api_token)],
+    authorization: Annotated[str | None, Header()] = None,
+    session: Annotated[str | None, Cookie(alias=OPERATOR_SESSION_COOKIE)] = None,
+) -> str:
+    """`DUNNING_API_TOKEN` as `Authorization: Bearer …`, or the codec server's session cookie
+    (path /codec, so only the codec server ever receives it). Returns which one let the caller in."""
+    if not expected:
+        raise ServiceUnavailable("DUNNING_API_TOKEN is not configured")
+    scheme, _, supplied = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and supplied.strip() and same_secret(supplied.strip(), expected):
+        return "bearer"
+    if session and same_secret(session, operator_session(expected)):
+        return "session"
+    raise HTTPException(
+        401,
+        "a valid bearer token is required (Authorization: Bearer $DUNNING_API_TOKEN)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+OperatorAuth = Annotated[str, Depends(require_operator)]
+
+
+# --- the codec server's keys --------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _codec_for(keys: str) -> EncryptionCodec | None:
+    return EncryptionCodec.from_keys(keys)
+
+
+def get_codec(settings: SettingsDep) -> EncryptionCodec | None:
+    """The payload codec of `DUNNING_ENCRYPTION_KEYS` (None: payloads pass through unchanged)."""
+    try:
+        return _codec_for(reveal(settings.dunning_encryption_keys))
+    except EncryptionConfigError as exc:
+        log.error("codec server misconfigured", error=str(exc))
+        raise ServiceUnavailable("encryption keys are misconfigured") from None
+
+
+CodecDep = Annotated[EncryptionCodec | None, Depends(get_codec)]
+
+
+def codec_cors_headers(request: Request, settings: SettingsDep) -> dict[str, str]:
+    """The CORS headers that let the Temporal UI (`DUNNING_CODEC_CORS_ORIGINS`) read the codec
+    server's answers; none for any other origin. Also left on `request.state.cors`, where the
+    codec server's route class adds them to errors raised before its endpoint runs."""
+    origin = request.headers.get("origin", "").rstrip("/")
+    headers: dict[str, str] = {}
+    if origin and origin in settings.codec_cors_origins():
+        headers = {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+    request.state.cors = headers
+    return headers
+
+
+CorsDep = Annotated[dict[str, str], Depends(codec_cors_headers)]
+
+
+# --- the SaaS app's update link -------------------------------------------------------------------
+
+
+class UpdateLink(Protocol):
+    """Sync or async: `(customer_id, status) -> url`; e.g. the payments backend's `update_link`."""
+
+    def __call__(self, customer_id: str, status: CaseStatus) -> str | None | Awaitable[str | None]: ...
+
+
+def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
+    """The first outstanding invoice's hosted page: pay it or add a new card in one click."""
+    for invoice in status.outstanding_invoices:
+        if invoice.hosted_invoice_url:
+            return invoice.hosted_invoice_url
+    return None
+
+
+def get_update_link() -> UpdateLink:
+    return hosted_invoice_link
+
+
+UpdateLinkDep = Annotated[UpdateLink, Depends(get_update_link)]
+
+
+# --- Twilio and the consent store ----------------------------------------------------------------
+
+
+class WritableConsent(Protocol):
+    async def set_sms_opt_out(self, customer_id: str, opted_out: bool, source: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class TwilioWebhookConfig:
+    auth_token: str | None
+    account_sid: str | None = None
+    #: Where Twilio reaches us (the URL it signs) when that is not the request's own URL.
+    public_url: str | None = None
+
+
+def get_twilio_webhook_config(settings: SettingsDep) -> TwilioWebhookConfig:
+    return TwilioWebhookConfig(
+        auth_token=reveal(settings.twilio_auth_token) or None,
+        account_sid=settings.twilio_account_sid,
+        public_url=settings.dunning_public_url or None,
+    )
+
+
+@lru_cache(maxsize=8)
+def _consent_store(path: Path) -> SqliteConsentStore:
+    return SqliteConsentStore(path)
+
+
+def get_consent_store(settings: SettingsDep) -> WritableConsent:
+    """The worker's consent file (`$DUNNING_STATE_DIR/consent.sqlite3`)."""
+    return _consent_store(consent_path(settings))
+
+
+def get_phone_directory(settings: SettingsDep) -> PhoneDirectory:
+    """Numbers we have texted (recorded by the worker in the same consent file)."""
+    return _consent_store(consent_path(settings))
+
+
+TwilioConfigDep = Annotated[TwilioWebhookConfig, Depends(get_twilio_webhook_config)]
+ConsentDep = Annotated[WritableConsent, Depends(get_consent_store)]
+PhoneDirectoryDep = Annotated[PhoneDirectory, Depends(get_phone_directory)]

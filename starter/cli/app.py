@@ -190,12 +190,14 @@ def up(
 def worker() -> None:
     """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
     from runtime.logging import configure_logging
+    from runtime.settings import Settings
     from worker import run_worker
 
-    configure_logging()
+    settings = Settings()
+    configure_logging(settings.dunning_log_level, settings.dunning_log_format)
 
     try:
-        asyncio.run(run_worker())
+        asyncio.run(run_worker(settings))
     except RuntimeError as err:
         if "connect" not in str(err).lower():
             raise

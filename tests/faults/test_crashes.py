@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from runtime.codec import data_converter
 from runtime.settings import Settings
 from dunning.models import CaseStatus, Stage
-from starter.api.app import create_app
+from starter.api.main import create_app
 from tests.helpers.trust_harness import (
     WEBHOOK_SECRET,
     CountingStripe,
@@ -46,7 +46,7 @@ from tests.helpers.trust_harness import (
 from dunning import contract as sa
 
 KEYS = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
-CONVERTER = data_converter({"DUNNING_ENCRYPTION_KEYS": KEYS})
+CONVERTER = data_converter(KEYS)
 
 #: What a recovered case of the fast policy tells the customer, crash or no crash: once each.
 RECOVERED_STORY = [

@@ -33,7 +33,7 @@ from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayment
 from runtime.settings import Settings
 from dunning.models import DunningInput
 from dunning.policy import load_policies
-from starter.api.app import create_app
+from starter.api.main import create_app
 from fakes import stripe_api as sf
 from tests.helpers.case_harness import failure
 from tests.helpers.trust_harness import WEBHOOK_SECRET, until, write_policies

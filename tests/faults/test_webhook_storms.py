@@ -27,7 +27,7 @@ from activities.sandbox import MemoryConsentStore, SandboxOutbox
 from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
 from dunning.models import CaseStatus, Stage
-from starter.api.app import create_app
+from starter.api.main import create_app
 from fakes import stripe_api as sf
 from tests.helpers.trust_harness import (
     STRIPE_KEY,

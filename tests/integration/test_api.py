@@ -1,4 +1,4 @@
-"""The whole ASGI app `starter.api.app`: every endpoint of the contract is served by create_app."""
+"""The whole ASGI app `starter.api:app`: every endpoint of the contract is served by create_app."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from runtime.settings import Settings
-from starter.api.app import create_app
+from starter.api.main import create_app
 
 TOKEN = "api-token-for-tests"
 

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from runtime.codec import ENCODING, EncryptionCodec, data_converter, parse_keys
 from dunning.models import DunningInput
 from dunning.policy import load_policies
-from starter.api import codec_server
+from starter.api.routes import codec_server
 from tests.helpers.case_harness import failure
 from tests.helpers.trust_harness import codec_client, write_policies
 
@@ -68,7 +68,7 @@ async def temporal(*args: str) -> tuple[int, str]:
 async def test_the_temporal_cli_reads_and_writes_an_encrypted_case_through_the_codec_server(
     dev_env: WorkflowEnvironment, codec_url: str, tmp_path: Path
 ):
-    client = codec_client(dev_env.client, data_converter({"DUNNING_ENCRYPTION_KEYS": KEYS}))
+    client = codec_client(dev_env.client, data_converter(KEYS))
     suffix = uuid.uuid4().hex[:8]
     policy = load_policies(write_policies(tmp_path / "policies"))["default"]
     workflow_id = f"dunning-sub_cli{suffix}"

@@ -29,7 +29,7 @@ from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
 from dunning.models import CaseStatus, Stage
 from dunning.policy import SHIPPED_POLICY_DIR
-from starter.api.app import create_app
+from starter.api.main import create_app
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe, Reply
 from workflows.dunning_workflow import DunningWorkflow

@@ -27,12 +27,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from runtime.settings import Settings
-from starter.api.app import create_app
-from starter.api.stripe_webhook import open_cases_query
+from dunning import contract as sa
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
-from dunning import contract as sa
+from runtime.settings import Settings
+from starter.api.main import create_app
 
 SECRET = "whsec_test_webhooks_0123456789abcdef"
 
@@ -143,12 +142,23 @@ async def test_payment_failed_starts_the_case(api: httpx.AsyncClient, dev_env: W
     assert "ada@example.com" not in json.dumps(payload)
 
 
-@pytest.mark.parametrize(("requested", "chosen"), [("high_value", "high_value"), ("no_such_policy", "default")])
-async def test_policy_from_subscription_metadata(api, dev_env, ids, requested, chosen):
+@pytest.mark.parametrize(
+    ("requested", "chosen", "unknown"),
+    [("high_value", "high_value", None), ("no_such_policy", "default", "no_such_policy")],
+)
+async def test_policy_from_subscription_metadata(api, dev_env, ids, capsys, requested, chosen, unknown):
     event = failed_event(ids, subscription_metadata={"dunning_policy": requested})
     assert (await post_event(api, event)).status_code == 200
     started = await start_input(dev_env.client, f"dunning-{ids['subscription']}")
     assert started["policy"]["name"] == chosen
+    # An unknown name is not silently replaced: the case is told, and the log says so.
+    assert started["requested_policy"] == unknown
+    out = capsys.readouterr()
+    warned = [line for line in (out.out + out.err).splitlines() if "unknown dunning_policy" in line]
+    if unknown:
+        assert len(warned) == 1 and "no_such_policy" in warned[0] and "default" in warned[0]
+    else:
+        assert warned == []
 
 
 async def test_legacy_invoice_shape_is_understood(api, dev_env, ids):
@@ -238,7 +248,7 @@ async def test_redelivery_changes_nothing(api, dev_env, ids):
 
 async def until_visible(client: Client, customer_id: str, count: int) -> None:
     """Visibility lags a start a little; the fan-out itself re-checks only when it finds nothing."""
-    query = open_cases_query(customer_id)
+    query = sa.open_cases_of_customer(customer_id)
     for _ in range(50):
         if len([w async for w in client.list_workflows(query)]) == count:
             return
@@ -267,15 +277,29 @@ async def test_invoice_paid_reaches_the_case(api, dev_env, ids, event_type):
     )
 
 
-async def test_subscription_deleted_reaches_the_case(api, dev_env, ids):
+@pytest.mark.parametrize(
+    ("details", "reason", "stripe_reason"),
+    [
+        (
+            {"comment": None, "feedback": None, "reason": "cancellation_requested"},
+            "cancellation_requested",
+            "cancellation_requested",
+        ),
+        # Stripe's own dunning gave up: the case must know it was not the customer.
+        ({"comment": None, "feedback": None, "reason": "payment_failed"}, "payment_failed", "payment_failed"),
+        ({"comment": "moved to a yearly plan", "feedback": None, "reason": None}, "moved to a yearly plan", None),
+        (None, "canceled in Stripe", None),
+    ],
+)
+async def test_subscription_deleted_reaches_the_case(api, dev_env, ids, details, reason, stripe_reason):
     wid = await open_case(api, ids["customer"], ids["subscription"])
     sub = sf.subscription(ids["subscription"], customer=ids["customer"], status="canceled")
-    sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
+    sub["cancellation_details"] = details
     response = await post_event(api, sf.event("customer.subscription.deleted", sub, event_id="evt_del"))
     assert response.status_code == 200
     assert (await signals(dev_env.client, wid))[-1] == (
         "subscription_canceled",
-        {"reason": "cancellation_requested", "event_id": "evt_del"},
+        {"reason": reason, "event_id": "evt_del", "cancellation_reason": stripe_reason},
     )
 
 

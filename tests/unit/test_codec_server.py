@@ -16,7 +16,8 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from runtime.codec import ENCODING, EncryptionCodec, parse_keys
-from starter.api import codec_server
+from starter.api import deps
+from starter.api.routes import codec_server
 from tests.helpers.case_harness import failure
 
 TOKEN = "op-token-" + "x" * 24
@@ -92,7 +93,7 @@ async def test_unencrypted_and_empty_payloads_pass_through(env):
         {"Authorization": TOKEN},  # no scheme
         {"Authorization": f"Basic {TOKEN}"},
         {"Authorization": f"Bearer {TOKEN[:-1]}"},
-        {"Cookie": f"{codec_server.COOKIE}={TOKEN}"},  # the cookie holds a digest, not the token
+        {"Cookie": f"{deps.OPERATOR_SESSION_COOKIE}={TOKEN}"},  # the cookie holds a digest, not the token
     ],
 )
 async def test_without_the_operator_token_nothing_is_decoded(env, headers):
@@ -106,7 +107,8 @@ async def test_no_token_configured_refuses_everyone(env, monkeypatch):
     monkeypatch.delenv("DUNNING_API_TOKEN")
     async with client() as c:
         r = await c.post("/codec/decode", json={"payloads": []}, headers={"Authorization": "Bearer "})
-    assert r.status_code == 401
+    # The API's one token check: a missing DUNNING_API_TOKEN is the server's fault (503), as for in-app.
+    assert r.status_code == 503
 
 
 async def test_tampered_payload_is_refused_not_half_decoded(env):
@@ -145,6 +147,12 @@ async def test_cors_for_the_ui_origin_only(env):
         assert "access-control-allow-origin" not in evil_post.headers
 
 
+async def test_the_ui_can_read_why_it_was_refused(env):
+    async with client() as c:
+        r = await c.post("/codec/decode", json={"payloads": []}, headers={"Origin": UI})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == UI
+
+
 async def test_cors_origins_are_configurable(env, monkeypatch):
     monkeypatch.setenv("DUNNING_CODEC_CORS_ORIGINS", "https://temporal.corp.example, https://ui.corp.example/")
     async with client() as c:
@@ -159,7 +167,7 @@ async def test_browser_session_login_lets_the_ui_decode(env):
         wrong = await c.post(
             "/codec/login", content="token=nope", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
-        assert wrong.status_code == 401 and codec_server.COOKIE not in wrong.cookies
+        assert wrong.status_code == 401 and deps.OPERATOR_SESSION_COOKIE not in wrong.cookies
         ok = await c.post(
             "/codec/login", content=f"token={TOKEN}", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )

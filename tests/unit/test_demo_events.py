@@ -80,7 +80,7 @@ def test_a_decline_carried_in_the_event_reaches_the_case_without_asking_stripe()
     """With the payment intent expanded (older API versions, the sandbox demo), the case opens
     knowing the decline, so a hard decline is never retried even once."""
     from starter.cli import stripe_events
-    from starter.api.stripe_webhook import StartCase, plan
+    from starter.api.routes.stripe_webhook import StartCase, plan
 
     obj = stripe_events.invoice(
         invoice_id="in_x",

@@ -10,8 +10,11 @@ import pytest
 from fastapi import FastAPI
 from temporalio.service import RPCError, RPCStatusCode
 
+from dunning import contract
 from dunning.models import AccessState, CaseStatus, DeclineCategory, InvoiceState, Stage
-from starter.api import in_app
+from runtime.settings import Settings
+from starter.api import deps
+from starter.api.routes import in_app
 
 TOKEN = "s3cret-token"
 NOW = datetime.now(UTC)
@@ -99,8 +102,8 @@ def client() -> FakeClient:
 def app(client: FakeClient) -> FastAPI:
     app = FastAPI()
     app.include_router(in_app.router)
-    app.dependency_overrides[in_app.get_temporal_client] = lambda: client
-    app.dependency_overrides[in_app.get_api_token] = lambda: TOKEN
+    app.dependency_overrides[deps.get_temporal_client] = lambda: client
+    app.dependency_overrides[deps.get_api_token] = lambda: TOKEN
     return app
 
 
@@ -126,7 +129,7 @@ async def test_basic_auth_scheme_is_refused(app: FastAPI) -> None:
 
 
 async def test_unconfigured_token_refuses_everyone(app: FastAPI) -> None:
-    app.dependency_overrides[in_app.get_api_token] = lambda: None
+    app.dependency_overrides[deps.get_api_token] = lambda: None
     assert (await get(app)).status_code == 503
 
 
@@ -144,9 +147,7 @@ async def test_no_open_case(app: FastAPI, client: FakeClient) -> None:
         "currency": None,
         "grace_ends_at": None,
     }
-    assert client.queries == [
-        'WorkflowType = "DunningWorkflow" AND ExecutionStatus = "Running" AND CustomerId = "cus_1"'
-    ]
+    assert client.queries == [contract.open_cases_of_customer("cus_1")]
 
 
 async def test_open_case_with_the_case_banner(app: FastAPI, client: FakeClient) -> None:
@@ -216,12 +217,12 @@ async def test_update_link_can_come_from_an_async_payments_backend(app: FastAPI,
     async def portal_link(customer_id: str, case: CaseStatus) -> str:
         return f"https://billing.example.com/portal/{customer_id}?invoice={case.outstanding_invoices[0].invoice_id}"
 
-    app.dependency_overrides[in_app.get_update_link] = lambda: portal_link
+    app.dependency_overrides[deps.get_update_link] = lambda: portal_link
     assert (await get(app)).json()["update_url"] == "https://billing.example.com/portal/cus_1?invoice=in_1"
 
 
 async def test_uses_the_apps_own_temporal_gateway_and_settings(client: FakeClient) -> None:
-    """Inside starter.api.app the app holds settings and a Temporal gateway: no overrides needed."""
+    """Inside starter.api.main the app holds settings and a Temporal gateway: no overrides needed."""
 
     class Gateway:
         async def client(self) -> FakeClient:
@@ -230,7 +231,7 @@ async def test_uses_the_apps_own_temporal_gateway_and_settings(client: FakeClien
     app = FastAPI()
     app.include_router(in_app.router)
     app.state.temporal = Gateway()
-    app.state.settings = in_app.Settings(dunning_api_token=TOKEN)
+    app.state.settings = Settings(dunning_api_token=TOKEN)
     client.cases["dunning-sub_1"] = status()
     assert (await get(app)).json()["case_id"] == "dunning-sub_1"
     assert (await get(app, token="nope")).status_code == 401

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
 from runtime.consent import SqliteConsentStore
-from starter.api import sms_webhook
+from starter.api import deps
+from starter.api.routes import sms_webhook
 
 TOKEN = "twilio-auth-token"
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -28,9 +29,9 @@ def store(tmp_path: Path) -> SqliteConsentStore:
 def app(store: SqliteConsentStore) -> FastAPI:
     app = FastAPI()
     app.include_router(sms_webhook.router)
-    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
-    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
-    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(
+    app.dependency_overrides[deps.get_consent_store] = lambda: store
+    app.dependency_overrides[deps.get_phone_directory] = lambda: store
+    app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(
         auth_token=TOKEN, account_sid=ACCOUNT
     )
     return app
@@ -132,12 +133,12 @@ async def test_json_body_is_400(app: FastAPI) -> None:
 
 
 async def test_unconfigured_token_refuses(app: FastAPI) -> None:
-    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(None)
+    app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(None)
     assert (await post(app, inbound("STOP"))).status_code == 503
 
 
 async def test_public_url_behind_a_proxy(app: FastAPI, store: SqliteConsentStore) -> None:
-    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(
+    app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(
         auth_token=TOKEN, public_url="https://dunning.example.com/"
     )
     await store.remember_sms_recipient("cus_1", PHONE)
@@ -153,8 +154,8 @@ async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore)
     app = FastAPI()
     app.include_router(sms_webhook.router)
     app.state.settings = Settings(twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT)
-    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
-    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
+    app.dependency_overrides[deps.get_consent_store] = lambda: store
+    app.dependency_overrides[deps.get_phone_directory] = lambda: store
     await store.remember_sms_recipient("cus_1", PHONE)
     assert (await post(app, inbound("STOP"))).status_code == 200
     assert await store.sms_opted_out("cus_1")

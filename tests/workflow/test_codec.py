@@ -126,8 +126,8 @@ def test_bad_key_configuration_says_why_without_the_key(spec: str, why: str):
 
 
 def test_converter_is_the_contract_one_without_keys_and_encrypts_with_them():
-    assert data_converter({}) is pydantic_data_converter
-    converter = data_converter({"DUNNING_ENCRYPTION_KEYS": f"k1:{NEW}"})
+    assert data_converter(None) is pydantic_data_converter
+    converter = data_converter(f"k1:{NEW}")
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
 
@@ -148,7 +148,7 @@ class CodecEnv:
 
 def encrypting(env: WorkflowEnvironment, spec: str) -> CodecEnv:
     config = env.client.config()
-    config["data_converter"] = data_converter({"DUNNING_ENCRYPTION_KEYS": spec})
+    config["data_converter"] = data_converter(spec)
     return CodecEnv(env, Client(**config))
 
 

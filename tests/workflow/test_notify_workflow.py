@@ -18,11 +18,12 @@ from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
-from starter.api import in_app, sms_webhook
+from runtime.consent import SqliteConsentStore
+from starter.api import deps
+from starter.api.routes import in_app, sms_webhook
 from tests.helpers.case_harness import CaseRunner, make_policy
 from workflows.dunning_workflow import DunningWorkflow
 
@@ -104,9 +105,9 @@ async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_
 def webhook_app(store: SqliteConsentStore) -> FastAPI:
     app = FastAPI()
     app.include_router(sms_webhook.router)
-    app.dependency_overrides[sms_webhook.get_consent_store] = lambda: store
-    app.dependency_overrides[sms_webhook.get_phone_directory] = lambda: store
-    app.dependency_overrides[sms_webhook.get_twilio_webhook_config] = lambda: sms_webhook.TwilioWebhookConfig(
+    app.dependency_overrides[deps.get_consent_store] = lambda: store
+    app.dependency_overrides[deps.get_phone_directory] = lambda: store
+    app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(
         auth_token=TWILIO_TOKEN
     )
     return app
@@ -218,8 +219,8 @@ async def test_in_app_endpoint_reads_the_live_case(dev_env, tmp_path: Path) -> N
         case = await runner.open(customer_id=customer)
         app = FastAPI()
         app.include_router(in_app.router)
-        app.dependency_overrides[in_app.get_temporal_client] = lambda: dev_env.client
-        app.dependency_overrides[in_app.get_api_token] = lambda: "token"
+        app.dependency_overrides[deps.get_temporal_client] = lambda: dev_env.client
+        app.dependency_overrides[deps.get_api_token] = lambda: "token"
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
             body = {}
             for _ in range(50):  # visibility is eventually consistent

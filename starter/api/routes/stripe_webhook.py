@@ -1,4 +1,4 @@
-"""`POST /webhooks/stripe`: Stripe events become signals to the cases.
+"""`POST /webhooks/stripe`, Stripe's router: events become signals to the cases.
 
 - `invoice.payment_failed` → signal-with-start `payment_failed` on `dunning-{subscription}`
 - `invoice.paid`, `invoice.payment_succeeded` → `invoice_paid` to that case
@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -34,7 +33,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.stripe_backend import FailureDetails
+from dunning import contract
+from dunning.contract import Signal
 from dunning.models import (
     CardUpdated,
     DunningInput,
@@ -43,24 +43,25 @@ from dunning.models import (
     SubscriptionCanceled,
 )
 from dunning.money import format_money
-from dunning.policy import choose_policy
+from dunning.policy import Policy, choose_policy
+from runtime.settings import reveal
 from starter.api.deps import (
-    RETRY_AFTER_SECONDS,
-    get_policies,
-    get_rpc_timeout,
-    get_settings,
-    get_temporal_client,
+    TEMPORAL_UNAVAILABLE,
+    FailureLookup,
+    FailureLookupDep,
+    PoliciesDep,
+    ServiceUnavailable,
+    SettingsDep,
+    TemporalGatewayDep,
+    Timings,
+    TimingsDep,
     is_transient,
 )
-from dunning import contract as sa
 
 log = structlog.get_logger("dunning.webhooks.stripe")
 
-router = APIRouter()
+router = APIRouter(tags=["stripe"])
 
-WORKFLOW_TYPE = "DunningWorkflow"
-#: Stripe's default: events signed more than five minutes ago are refused (replay protection).
-DEFAULT_TOLERANCE_SECONDS = 300
 CARD_EVENTS = frozenset(
     {
         "payment_method.attached",
@@ -72,16 +73,6 @@ CARD_EVENTS = frozenset(
 _STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
 #: How long a webhook waits for Stripe to say why an invoice failed.
 FAILURE_LOOKUP_SECONDS = 3.0
-
-FailureLookup = Callable[[str], Awaitable[FailureDetails | None]]
-
-
-def workflow_id(subscription_id: str) -> str:
-    return f"dunning-{subscription_id}"
-
-
-def open_cases_query(customer_id: str) -> str:
-    return f'WorkflowType = "{WORKFLOW_TYPE}" AND ExecutionStatus = "Running" AND CustomerId = "{customer_id}"'
 
 
 class BadEvent(ValueError):
@@ -102,14 +93,14 @@ class StartCase:
 @dataclass
 class SignalCase:
     subscription_id: str
-    signal: str
+    signal: Signal
     payload: BaseModel
 
 
 @dataclass
 class SignalCustomerCases:
     customer_id: str
-    signal: str
+    signal: Signal
     payload: BaseModel
 
 
@@ -200,7 +191,8 @@ def plan(event: dict[str, Any]) -> Action:
         except ValidationError as exc:
             raise BadEvent(f"invoice: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
         requested = metadata.get("dunning_policy") if isinstance(metadata, dict) else None
-        return StartCase(subscription_id, customer_id, payload, requested)
+        # Stripe metadata values are strings; anything else names no policy.
+        return StartCase(subscription_id, customer_id, payload, requested if isinstance(requested, str) else None)
 
     if event_type in ("invoice.paid", "invoice.payment_succeeded"):
         subscription_id, _ = _invoice_subscription(obj)
@@ -208,17 +200,24 @@ def plan(event: dict[str, Any]) -> Action:
             return Ignore("invoice is not for a subscription")
         return SignalCase(
             _stripe_id(subscription_id, "the invoice's subscription"),
-            "invoice_paid",
+            Signal.INVOICE_PAID,
             InvoicePaid(invoice_id=_stripe_id(obj.get("id"), "invoice.id"), event_id=event_id),
         )
 
     if event_type == "customer.subscription.deleted":
-        details = obj.get("cancellation_details") or {}
-        reason = (details.get("reason") or details.get("comment")) if isinstance(details, dict) else None
+        details = obj.get("cancellation_details")
+        details = details if isinstance(details, dict) else {}
+        reason = details.get("reason") or details.get("comment")
+        # Stripe's own reason, kept as is: `payment_failed` means Stripe's dunning canceled it.
+        stripe_reason = details.get("reason")
         return SignalCase(
             _stripe_id(obj.get("id"), "subscription.id"),
-            "subscription_canceled",
-            SubscriptionCanceled(reason=reason or "canceled in Stripe", event_id=event_id),
+            Signal.SUBSCRIPTION_CANCELED,
+            SubscriptionCanceled(
+                reason=reason or "canceled in Stripe",
+                event_id=event_id,
+                cancellation_reason=stripe_reason if isinstance(stripe_reason, str) else None,
+            ),
         )
 
     if event_type in CARD_EVENTS:
@@ -240,7 +239,7 @@ def plan(event: dict[str, Any]) -> Action:
             payment_method = _id(obj.get("id"))
         return SignalCustomerCases(
             customer_id,
-            "card_updated",
+            Signal.CARD_UPDATED,
             CardUpdated(payment_method_id=payment_method, event_id=event_id, source=event_type),
         )
 
@@ -261,10 +260,35 @@ def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
 
-async def _start_case(client: Client, action: StartCase, request: Request) -> Outcome:
-    settings = get_settings(request)
-    timeout = get_rpc_timeout(request)
-    wid = workflow_id(action.subscription_id)
+def _policy_for(action: StartCase, policies: dict[str, Policy]) -> tuple[Policy, str | None]:
+    """The policy the case pins, and the requested name when it is one we do not have: the case
+    records the fallback instead of it passing unnoticed."""
+    policy = choose_policy(policies, action.requested_policy)
+    if not action.requested_policy or action.requested_policy in policies:
+        return policy, None
+    log.warning(
+        "unknown dunning_policy in the subscription's metadata: using another",
+        subscription_id=action.subscription_id,
+        requested_policy=action.requested_policy,
+        policy=policy.name,
+    )
+    return policy, action.requested_policy
+
+
+@dataclass
+class Delivery:
+    """What carrying out an action needs: the Temporal client and the app's settings."""
+
+    client: Client
+    task_queue: str
+    policies: dict[str, Policy]
+    timings: Timings
+    failure_lookup: FailureLookup | None
+
+
+async def _start_case(action: StartCase, to: Delivery) -> Outcome:
+    client, timeout = to.client, to.timings.rpc_timeout
+    wid = contract.workflow_id(action.subscription_id)
     invoice_id = action.payload.invoice_id
     # A redelivered failure whose case has since closed must not open a new case.
     try:
@@ -284,23 +308,28 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
                 )
                 return Outcome("ignored", f"case {wid} for {invoice_id} already closed", [wid])
 
-    policy = choose_policy(get_policies(request), action.requested_policy)
-    payload = await _with_decline(action.payload, request)
+    policy, unknown_policy = _policy_for(action, to.policies)
+    payload = await _with_decline(action.payload, to.failure_lookup)
     summary = f"{action.customer_id} · {format_money(payload.amount_due, payload.currency)} · {action.subscription_id}"
     handle = await client.start_workflow(
-        WORKFLOW_TYPE,
-        DunningInput(subscription_id=action.subscription_id, customer_id=action.customer_id, policy=policy),
+        contract.WORKFLOW_TYPE,
+        DunningInput(
+            subscription_id=action.subscription_id,
+            customer_id=action.customer_id,
+            policy=policy,
+            requested_policy=unknown_policy,
+        ),
         id=wid,
-        task_queue=settings.dunning_task_queue,
-        start_signal="payment_failed",
+        task_queue=to.task_queue,
+        start_signal=Signal.PAYMENT_FAILED,
         start_signal_args=[payload],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes(
             [
-                SearchAttributePair(sa.CUSTOMER_ID, action.customer_id),
-                SearchAttributePair(sa.SUBSCRIPTION_ID, action.subscription_id),
-                SearchAttributePair(sa.AMOUNT_DUE, payload.amount_due),
-                SearchAttributePair(sa.CURRENCY, payload.currency.lower()),
+                SearchAttributePair(contract.CUSTOMER_ID, action.customer_id),
+                SearchAttributePair(contract.SUBSCRIPTION_ID, action.subscription_id),
+                SearchAttributePair(contract.AMOUNT_DUE, payload.amount_due),
+                SearchAttributePair(contract.CURRENCY, payload.currency.lower()),
             ]
         ),
         memo={"invoice_id": invoice_id, "opened_by_event": payload.event_id},
@@ -311,19 +340,18 @@ async def _start_case(client: Client, action: StartCase, request: Request) -> Ou
         rpc_timeout=timeout,
     )
     log.info(
-        "payment_failed delivered",
+        f"{Signal.PAYMENT_FAILED} delivered",
         workflow_id=wid,
         run_id=handle.result_run_id,
         invoice_id=invoice_id,
         policy=policy.name,
     )
-    return Outcome("signal_with_start", f"payment_failed → {wid} (policy {policy.name})", [wid])
+    return Outcome("signal_with_start", f"{Signal.PAYMENT_FAILED} → {wid} (policy {policy.name})", [wid])
 
 
-async def _with_decline(payload: PaymentFailed, request: Request) -> PaymentFailed:
+async def _with_decline(payload: PaymentFailed, lookup: FailureLookup | None) -> PaymentFailed:
     """The event says that the invoice failed, not why: ask Stripe for the decline, so that a hard
     decline is never retried on the same card. Best effort: without it the case still opens."""
-    lookup: FailureLookup | None = request.app.state.failure_lookup
     if lookup is None or payload.decline_code or payload.failure_code:
         return payload
     try:
@@ -349,10 +377,12 @@ async def _with_decline(payload: PaymentFailed, request: Request) -> PaymentFail
     )
 
 
-async def _signal_case(client: Client, action: SignalCase, timeout: timedelta) -> Outcome:
-    wid = workflow_id(action.subscription_id)
+async def _signal_case(action: SignalCase, to: Delivery) -> Outcome:
+    wid = contract.workflow_id(action.subscription_id)
     try:
-        await client.get_workflow_handle(wid).signal(action.signal, action.payload, rpc_timeout=timeout)
+        await to.client.get_workflow_handle(wid).signal(
+            action.signal, action.payload, rpc_timeout=to.timings.rpc_timeout
+        )
     except RPCError as exc:
         if _not_found(exc):
             log.info("no open case for signal", signal=action.signal, workflow_id=wid)
@@ -362,14 +392,13 @@ async def _signal_case(client: Client, action: SignalCase, timeout: timedelta) -
     return Outcome("signaled", f"{action.signal} → {wid}", [wid])
 
 
-async def _signal_customer_cases(
-    client: Client, action: SignalCustomerCases, timeout: timedelta, rechecks: tuple[float, ...] = ()
-) -> Outcome:
-    query = open_cases_query(action.customer_id)
+async def _signal_customer_cases(action: SignalCustomerCases, to: Delivery) -> Outcome:
+    client, timeout = to.client, to.timings.rpc_timeout
+    query = contract.open_cases_of_customer(action.customer_id)
     ids = [execution.id async for execution in client.list_workflows(query, rpc_timeout=timeout)]
     # Visibility lags behind a start by up to a second or so: a card added right after the failure
     # (the customer fixing it on the spot) would miss the case just opened. Look again, briefly.
-    for delay in rechecks:
+    for delay in to.timings.visibility_rechecks:
         if ids:
             break
         await asyncio.sleep(delay)
@@ -392,22 +421,19 @@ async def _signal_customer_cases(
     return Outcome("signaled", f"{action.signal} → {len(delivered)} case(s)", delivered)
 
 
-async def _deliver(action: Action, request: Request) -> Outcome:
-    client = await get_temporal_client(request)
-    timeout = get_rpc_timeout(request)
+async def _deliver(action: StartCase | SignalCase | SignalCustomerCases, to: Delivery) -> Outcome:
     if isinstance(action, StartCase):
-        return await _start_case(client, action, request)
+        return await _start_case(action, to)
     if isinstance(action, SignalCase):
-        return await _signal_case(client, action, timeout)
-    assert isinstance(action, SignalCustomerCases)
-    return await _signal_customer_cases(client, action, timeout, request.app.state.visibility_rechecks)
+        return await _signal_case(action, to)
+    return await _signal_customer_cases(action, to)
 
 
 # --- the endpoint -----------------------------------------------------------------------
 
 
-def _refuse(status: int, reason: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": reason}, status_code=status, headers=headers or None)
+def _refuse(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=status)
 
 
 _SIGNATURE_REASONS = {
@@ -419,12 +445,18 @@ _SIGNATURE_REASONS = {
 
 
 @router.post("/webhooks/stripe")
-async def stripe_webhook(request: Request) -> JSONResponse:
-    settings = get_settings(request)
-    secret = settings.stripe_webhook_secret
+async def stripe_webhook(
+    request: Request,
+    settings: SettingsDep,
+    policies: PoliciesDep,
+    gateway: TemporalGatewayDep,
+    timings: TimingsDep,
+    failure_lookup: FailureLookupDep,
+) -> JSONResponse:
+    secret = reveal(settings.stripe_webhook_secret)
     if not secret:
         log.error("STRIPE_WEBHOOK_SECRET is not set: refusing Stripe webhooks until it is")
-        return _refuse(503, "webhook secret not configured", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+        raise ServiceUnavailable("webhook secret not configured")
 
     body = await request.body()
     header = request.headers.get("stripe-signature")
@@ -435,9 +467,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     except UnicodeDecodeError:
         return _refuse(400, "body is not UTF-8")
     try:
-        stripe.WebhookSignature.verify_header(
-            text, header, secret, tolerance=request.app.state.webhook_tolerance_seconds
-        )
+        stripe.WebhookSignature.verify_header(text, header, secret, tolerance=timings.webhook_tolerance_seconds)
     except stripe.SignatureVerificationError as exc:
         message = exc.user_message or str(exc)
         reason = next((r for m, r in _SIGNATURE_REASONS.items() if message.startswith(m)), "bad signature")
@@ -464,8 +494,9 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         try:
             # The SDK retries an unreachable server for up to ~10 s whatever the rpc timeout:
             # answer 503 well before Stripe gives up on us (a late success is deduped anyway).
-            async with asyncio.timeout(2 * get_rpc_timeout(request).total_seconds()):
-                outcome = await _deliver(action, request)
+            async with asyncio.timeout(2 * timings.rpc_timeout.total_seconds()):
+                to = Delivery(await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup)
+                outcome = await _deliver(action, to)
         except Exception as exc:
             if is_transient(exc):
                 log.warning(
@@ -474,7 +505,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
                     type=event_type,
                     error=type(exc).__name__,
                 )
-                return _refuse(503, "temporal unavailable, retry later", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+                raise ServiceUnavailable(TEMPORAL_UNAVAILABLE) from None
             # No traceback: a rendered traceback with locals would print the webhook secret.
             log.error(
                 "stripe event not delivered",

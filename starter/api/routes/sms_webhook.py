@@ -1,4 +1,4 @@
-"""`POST /webhooks/twilio/sms`: inbound SMS, so that STOP means stop, everywhere and for good.
+"""`POST /webhooks/twilio/sms`, Twilio's router: inbound SMS, so that STOP means stop, everywhere and for good.
 
 Twilio posts every inbound message as a form, signed with `X-Twilio-Signature` (HMAC of the
 full URL plus the sorted form parameters, keyed with `TWILIO_AUTH_TOKEN`). A STOP-type keyword
@@ -6,51 +6,29 @@ opts the sender's customers out of SMS in the consent store the worker checks be
 text; START-type keywords opt them back in. Twilio's own opt-out handling answers the customer,
 so we reply with empty TwiML.
 
-Include it in the app with `app.include_router(starter.api.sms_webhook.router)`. Dependencies
-(`get_consent_store`, `get_phone_directory`, `get_twilio_webhook_config`) can be overridden
-with `app.dependency_overrides`.
-
 Behind a proxy, the URL Twilio signed is the public one: set `DUNNING_PUBLIC_URL`
 (e.g. `https://dunning.example.com`) or run uvicorn with `--proxy-headers`.
 """
 
 from __future__ import annotations
 
-import os
 import urllib.parse
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Protocol
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
-from runtime.consent import PhoneDirectory, SqliteConsentStore
-from activities.factory import consent_path
-from runtime.settings import Settings
+from starter.api.deps import ConsentDep, PhoneDirectoryDep, ServiceUnavailable, TwilioConfigDep, TwilioWebhookConfig
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["twilio"])
 
 # Twilio's standard opt-out and opt-in keywords (matched on the whole, trimmed message).
 STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
 START_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
-
-
-class WritableConsent(Protocol):
-    async def set_sms_opt_out(self, customer_id: str, opted_out: bool, source: str | None = None) -> None: ...
-
-
-@dataclass(frozen=True)
-class TwilioWebhookConfig:
-    auth_token: str | None
-    account_sid: str | None = None
-    public_url: str | None = None
 
 
 def keyword_action(body: str) -> bool | None:
@@ -61,36 +39,6 @@ def keyword_action(body: str) -> bool | None:
     if word in START_KEYWORDS:
         return False
     return None
-
-
-def _settings(request: Request) -> Settings:
-    """The app's settings (`app.state.settings`) when it has them, else the environment."""
-    settings = getattr(request.app.state, "settings", None)
-    return settings if isinstance(settings, Settings) else Settings()
-
-
-@lru_cache(maxsize=8)
-def _store(path: Path) -> SqliteConsentStore:
-    return SqliteConsentStore(path)
-
-
-def get_consent_store(request: Request) -> WritableConsent:
-    """The worker's consent file (`$DUNNING_STATE_DIR/consent.sqlite3`)."""
-    return _store(consent_path(_settings(request)))
-
-
-def get_phone_directory(request: Request) -> PhoneDirectory:
-    """Numbers we have texted (recorded by the worker in the same consent file)."""
-    return _store(consent_path(_settings(request)))
-
-
-def get_twilio_webhook_config(request: Request) -> TwilioWebhookConfig:
-    settings = _settings(request)
-    return TwilioWebhookConfig(
-        auth_token=settings.twilio_auth_token,
-        account_sid=settings.twilio_account_sid,
-        public_url=os.environ.get("DUNNING_PUBLIC_URL") or None,
-    )
 
 
 def _signed_url(request: Request, config: TwilioWebhookConfig) -> str:
@@ -107,12 +55,12 @@ def _twiml() -> Response:
 @router.post("/webhooks/twilio/sms", summary="Inbound SMS from Twilio: STOP / START keywords")
 async def twilio_inbound_sms(
     request: Request,
-    config: Annotated[TwilioWebhookConfig, Depends(get_twilio_webhook_config)],
-    consent: Annotated[WritableConsent, Depends(get_consent_store)],
-    directory: Annotated[PhoneDirectory, Depends(get_phone_directory)],
+    config: TwilioConfigDep,
+    consent: ConsentDep,
+    directory: PhoneDirectoryDep,
 ) -> Response:
     if not config.auth_token:
-        raise HTTPException(503, "TWILIO_AUTH_TOKEN is not configured: cannot verify inbound SMS")
+        raise ServiceUnavailable("TWILIO_AUTH_TOKEN is not configured: cannot verify inbound SMS")
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         raise HTTPException(400, "expected an application/x-www-form-urlencoded body")
     signature = request.headers.get("X-Twilio-Signature")

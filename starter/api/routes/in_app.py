@@ -1,32 +1,27 @@
-"""`GET /v1/customers/{customer_id}/dunning`: what the SaaS app shows in its in-app banner.
+"""`GET /v1/customers/{customer_id}/dunning`, the SaaS app's router: what its in-app banner shows.
 
 The SaaS app asks with the bearer token `DUNNING_API_TOKEN`. We find the customer's open case
 through Temporal visibility (`CustomerId` search attribute) and read it with the `status`
 query, so the answer is always the case's own state: open or not, the banner text, the
 one-click update link, and the access state (`active`, `grace`, `suspended`).
-
-Include it with `app.include_router(starter.api.in_app.router)`; `get_temporal_client`,
-`get_api_token` and `get_update_link` are dependencies an app or a test can override.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import inspect
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.messages import UnknownTemplate, render_banner
-from runtime.settings import Settings
+from dunning import contract
 from dunning.models import OUTCOMES, AccessState, CaseStatus, Stage
+from starter.api.deps import TEMPORAL_UNAVAILABLE, ServiceUnavailable, TemporalDep, UpdateLinkDep, require_operator
 
 log = structlog.get_logger(__name__)
 
@@ -47,73 +42,6 @@ class DunningView(BaseModel):
     amount_due: int | None = None
     currency: str | None = None
     grace_ends_at: datetime | None = None
-
-
-# --- dependencies ------------------------------------------------------------------
-
-_client: Client | None = None
-_client_lock = asyncio.Lock()
-
-
-async def get_temporal_client(request: Request) -> Client:
-    """The app's shared client when the app has one (`app.state.temporal`, a gateway with
-    `async client()`, as `starter.api.app` sets up), else one per process, connected on first use."""
-    gateway = getattr(request.app.state, "temporal", None)
-    if gateway is not None and hasattr(gateway, "client"):
-        return await gateway.client()
-    global _client
-    async with _client_lock:
-        if _client is None:
-            from runtime.temporal import connect
-
-            _client = await connect()
-    return _client
-
-
-def app_settings(request: Request) -> Settings:
-    """The app's settings (`app.state.settings`) when it has them, else from the environment."""
-    settings = getattr(request.app.state, "settings", None)
-    return settings if isinstance(settings, Settings) else Settings()
-
-
-def get_api_token(request: Request) -> str | None:
-    return app_settings(request).dunning_api_token
-
-
-class UpdateLink(Protocol):
-    """Sync or async: `(customer_id, status) -> url`; e.g. the payments backend's `update_link`."""
-
-    def __call__(self, customer_id: str, status: CaseStatus) -> str | None | Awaitable[str | None]: ...
-
-
-def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
-    """The first outstanding invoice's hosted page: pay it or add a new card in one click."""
-    for invoice in status.outstanding_invoices:
-        if invoice.hosted_invoice_url:
-            return invoice.hosted_invoice_url
-    return None
-
-
-def get_update_link() -> UpdateLink:
-    return hosted_invoice_link
-
-
-def require_bearer_token(
-    expected: Annotated[str | None, Depends(get_api_token)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
-    if not expected:
-        raise HTTPException(503, "DUNNING_API_TOKEN is not configured")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-
-
-# --- the endpoint ------------------------------------------------------------------
-
-
-def open_cases_query(customer_id: str) -> str:
-    return f'WorkflowType = "DunningWorkflow" AND ExecutionStatus = "Running" AND CustomerId = "{customer_id}"'
 
 
 def _locale(locale: str | None, accept_language: str | None) -> str:
@@ -151,10 +79,10 @@ def banner_for(status: CaseStatus, update_url: str | None, locale: str, now: dat
 
 async def _open_cases(client: Client, customer_id: str) -> list[CaseStatus]:
     statuses: list[CaseStatus] = []
-    async for execution in client.list_workflows(open_cases_query(customer_id), limit=20):
+    async for execution in client.list_workflows(contract.open_cases_of_customer(customer_id), limit=20):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         try:
-            statuses.append(await handle.query("status", result_type=CaseStatus))
+            statuses.append(await handle.query(contract.QUERY_STATUS, result_type=CaseStatus))
         except RPCError:
             raise
         except Exception as exc:  # a case that can't answer right now must not hide the others
@@ -165,13 +93,13 @@ async def _open_cases(client: Client, customer_id: str) -> list[CaseStatus]:
 @router.get(
     "/v1/customers/{customer_id}/dunning",
     response_model=DunningView,
-    dependencies=[Depends(require_bearer_token)],
+    dependencies=[Depends(require_operator)],
     summary="The customer's open dunning case, for the SaaS app's in-app banner",
 )
 async def customer_dunning(
     customer_id: Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN)],
-    client: Annotated[Client, Depends(get_temporal_client)],
-    update_link: Annotated[UpdateLink, Depends(get_update_link)],
+    client: TemporalDep,
+    update_link: UpdateLinkDep,
     locale: Annotated[str | None, Query(max_length=35)] = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> DunningView:
@@ -179,7 +107,7 @@ async def customer_dunning(
         cases = await _open_cases(client, customer_id)
     except RPCError as exc:
         log.warning("temporal unavailable", error=str(exc))
-        raise HTTPException(503, f"Temporal is unavailable: {exc.message}") from exc
+        raise ServiceUnavailable(TEMPORAL_UNAVAILABLE) from exc
     if not cases:
         return DunningView(open_case=False)
     # Several subscriptions in dunning: show the one that matters most (suspended first, then oldest).

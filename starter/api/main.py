@@ -1,8 +1,7 @@
 """The HTTP API: the ASGI app `starter.api:app` (`dunning api`, or any ASGI server).
 
-Routes: `POST /webhooks/stripe` (starter/stripe_webhook.py), `POST /webhooks/twilio/sms`
-(starter/sms_webhook.py), `GET /v1/customers/{customer_id}/dunning` (starter/in_app.py) and
-`GET /healthz`.
+One router per caller (routes/): `POST /webhooks/stripe`, `POST /webhooks/twilio/sms`,
+`GET /v1/customers/{customer_id}/dunning`, the codec server under `/codec`, and `GET /healthz`.
 """
 
 from __future__ import annotations
@@ -12,23 +11,25 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.logging import configure_logging
-from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
 from dunning.policy import load_policies
-from starter.api import codec_server, in_app, sms_webhook, stripe_webhook
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+from runtime.temporal import connect
 from starter.api.deps import (
-    RETRY_AFTER_SECONDS,
+    DEFAULT_TOLERANCE_SECONDS,
     RPC_TIMEOUT,
     ClientFactory,
+    FailureLookup,
+    ServiceUnavailable,
     TemporalGateway,
-    TemporalUnavailable,
-    get_temporal_client,
+    Timings,
 )
-from runtime.temporal import connect
+from starter.api.routes import codec_server, health, in_app, sms_webhook, stripe_webhook
 
 log = structlog.get_logger("dunning.api")
 
@@ -100,10 +101,10 @@ def create_app(
     client_factory: ClientFactory | None = None,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    webhook_tolerance_seconds: int = stripe_webhook.DEFAULT_TOLERANCE_SECONDS,
+    webhook_tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     rpc_timeout: timedelta = RPC_TIMEOUT,
-    visibility_rechecks: tuple[float, ...] = (0.5, 1.5),
-    failure_lookup: stripe_webhook.FailureLookup | None = None,
+    visibility_rechecks: tuple[float, ...] = Timings.visibility_rechecks,
+    failure_lookup: FailureLookup | None = None,
 ) -> FastAPI:
     """The API. Policies are loaded (and validated) here, once: a bad policy file stops the start.
 
@@ -115,14 +116,12 @@ def create_app(
     an invoice failed (the event does not); by default Stripe is asked when its key is set.
     """
     settings = settings or Settings()
-    policies = load_policies(settings.dunning_policy_dir)
     app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None)
+    # What starter.api.deps hands to the routers.
     app.state.settings = settings
-    app.state.policies = policies
-    app.state.temporal = TemporalGateway(client_factory or connect)
-    app.state.webhook_tolerance_seconds = webhook_tolerance_seconds
-    app.state.rpc_timeout = rpc_timeout
-    app.state.visibility_rechecks = visibility_rechecks
+    app.state.policies = load_policies(settings.dunning_policy_dir)
+    app.state.temporal = TemporalGateway(client_factory or (lambda: connect(settings)))
+    app.state.timings = Timings(rpc_timeout, webhook_tolerance_seconds, visibility_rechecks)
     if failure_lookup is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:
         failure_lookup = StripePayments.from_settings(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
@@ -130,39 +129,16 @@ def create_app(
     app.state.failure_lookup = failure_lookup
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
-    @app.exception_handler(TemporalUnavailable)
-    async def _temporal_unavailable(request: Request, exc: TemporalUnavailable) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "temporal unavailable, retry later"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
+        log.warning("answered 503", path=request.url.path, reason=exc.detail)
+        return await http_exception_handler(request, exc)
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> JSONResponse:
-        """Liveness, and whether Temporal answers (503 with the reason when it does not)."""
-        body: dict[str, Any] = {
-            "status": "ok",
-            "task_queue": settings.dunning_task_queue,
-            "policies": sorted(policies),
-            "stripe_webhooks": "ready" if settings.stripe_webhook_secret else "STRIPE_WEBHOOK_SECRET not set",
-        }
-        try:
-            client = await get_temporal_client(request)
-            await client.service_client.check_health(timeout=min(rpc_timeout, timedelta(seconds=3)))
-        except Exception as exc:  # any failure here means "not reachable" to a probe
-            log.warning("healthz: temporal unreachable", error=type(exc).__name__)
-            body.update(status="degraded", temporal=f"unreachable ({type(exc).__name__})")
-            return JSONResponse(body, status_code=503)
-        body.update(temporal="reachable", namespace=client.namespace)
-        return JSONResponse(body)
-
-    # The contract's endpoints. The routers read settings and the Temporal client from
-    # app.state (starter.api.deps); TemporalUnavailable raised in any of them becomes a 503 above.
-    app.include_router(stripe_webhook.router)  # POST /webhooks/stripe
-    app.include_router(sms_webhook.router)  # POST /webhooks/twilio/sms
-    app.include_router(in_app.router)  # GET /v1/customers/{customer_id}/dunning
-    app.include_router(codec_server.router)  # POST /codec/decode, /codec/encode (Temporal UI / CLI)
+    app.include_router(stripe_webhook.router)  # Stripe: POST /webhooks/stripe
+    app.include_router(sms_webhook.router)  # Twilio: POST /webhooks/twilio/sms
+    app.include_router(in_app.router)  # the SaaS app: GET /v1/customers/{customer_id}/dunning
+    app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
+    app.include_router(health.router)  # operators and probes: GET /healthz
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")
@@ -173,8 +149,10 @@ def __getattr__(name: str) -> Any:
     # `starter.api:app` is built on first access, so importing this module (tests, the CLI)
     # reads no environment and loads no policy.
     if name == "app":
-        configure_logging()  # the served app (uvicorn starter.api:app): redacting JSON logs
-        application = create_app()
+        settings = Settings()
+        # the served app (uvicorn starter.api:app): redacting JSON logs
+        configure_logging(settings.dunning_log_level, settings.dunning_log_format)
+        application = create_app(settings)
         globals()["app"] = application
         return application
     raise AttributeError(name)
