@@ -34,6 +34,7 @@ from rich.text import Text
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from dunning import contract
 from dunning.models import CaseStatus, Stage
 from dunning.money import format_money
 from starter.cli import operator as ops
@@ -279,7 +280,7 @@ def list_cases(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """List cases, newest first, filtered through the search attributes."""
-    query = ops.visibility_query(stage=stage, customer=customer, min_amount=min_amount, open_only=open_only)
+    query = contract.cases_query(stage=stage, customer_id=customer, min_amount=min_amount, open_only=open_only)
     rows = _run(lambda client: ops.list_cases(client, query, limit=limit))
     if as_json:
         for row in rows:

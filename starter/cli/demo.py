@@ -35,10 +35,10 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from dunning import contract
 from dunning.models import Stage
 from starter.cli import operator as ops
 from starter.cli import stripe_events as se
-from dunning import contract as sa
 
 SOFT = "pm_card_chargeDeclinedInsufficientFunds"
 HARD = "pm_card_chargeDeclinedExpiredCard"
@@ -213,7 +213,7 @@ class DemoRun:
     # --- watching ------------------------------------------------------------------------
 
     async def refresh(self, case: DemoCase) -> None:
-        handle = self.client.get_workflow_handle(ops.case_id(case.subscription_id))
+        handle = self.client.get_workflow_handle(contract.workflow_id(case.subscription_id))
         try:
             desc = await handle.describe()
         except RPCError as err:
@@ -221,7 +221,7 @@ class DemoRun:
                 return
             raise
         case.running = desc.status == WorkflowExecutionStatus.RUNNING
-        stage = desc.typed_search_attributes.get(sa.DUNNING_STAGE)
+        stage = desc.typed_search_attributes.get(contract.DUNNING_STAGE)
         if stage:
             case.stage = stage
         elif not case.running:
