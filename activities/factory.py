@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from runtime.consent import SqliteConsentStore
 from activities.sandbox import SandboxOutbox, SandboxPayments
-from runtime.settings import Settings
 from activities.stripe_backend import StripePayments
+from runtime.consent import SqliteConsentStore
+from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-def build_activities(settings: Settings) -> list[object]:
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """The activity callables for the worker, with the backends the settings choose."""
     payments_kind, email_kind, sms_kind = (
         settings.payments_backend(),
