@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.factory import build_activities
 from runtime.logging import configure_logging
-from runtime.settings import Settings
+from runtime.settings import ConfigError, Settings
 from runtime.temporal import connect
 from workflows.dunning_workflow import DunningWorkflow
 
@@ -50,7 +50,8 @@ def build_worker(
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    worker = build_worker(await connect(), settings)
+    activities = build_activities(settings)  # before connecting: a bad configuration stops us first
+    worker = build_worker(await connect(), settings, activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,7 +64,11 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 def main() -> int:
     configure_logging()
-    asyncio.run(run_worker())
+    try:
+        asyncio.run(run_worker())
+    except ConfigError as err:  # the operator's to fix, not a bug: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

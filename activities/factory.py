@@ -13,7 +13,7 @@ from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import SqliteConsentStore
-from runtime.settings import Settings
+from runtime.settings import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,12 @@ def consent_path(settings: Settings) -> Path:
 def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBackend:
     if settings.email_backend() != "sendgrid":
         return sandbox
+    if not settings.dunning_email_from:
+        chosen_by = "DUNNING_EMAIL=sendgrid" if settings.dunning_email else "SENDGRID_API_KEY is set"
+        raise ConfigError(
+            f"DUNNING_EMAIL_FROM is not set: email goes through SendGrid ({chosen_by}), which needs the "
+            "verified sender address to send from"
+        )
     from activities.sendgrid_backend import SendGridEmail
 
     return SendGridEmail(

@@ -12,7 +12,7 @@
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, profiles); `localhost:7233` by default.
 
-Exit codes: 0 done, 1 refused / not found / unreachable, 2 bad usage.
+Exit codes: 0 done, 1 refused / not found / unreachable / misconfigured, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -131,12 +131,16 @@ def up(
 def worker() -> None:
     """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
     from runtime.logging import configure_logging
+    from runtime.settings import ConfigError
     from worker import run_worker
 
     configure_logging()
 
     try:
         asyncio.run(run_worker())
+    except ConfigError as err:
+        err_console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line, whatever the width
+        raise typer.Exit(1) from None
     except RuntimeError as err:
         if "connect" not in str(err).lower():
             raise
