@@ -9,29 +9,49 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
 from runtime.logging import configure_logging
-from runtime.settings import Settings
+from runtime.settings import ConfigError, Settings
 from runtime.temporal import connect
 from workflows.dunning_workflow import DunningWorkflow
 
 log = structlog.get_logger("dunning.worker")
 
 
-async def run_worker(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    client = await connect(settings)
-    worker = Worker(
+def build_worker(
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    *,
+    extra_workflows: Sequence[type] = (),
+    **options: Any,
+) -> Worker:
+    """The one worker set-up: DunningWorkflow and its activities on the settings' task queue.
+
+    `activities` defaults to those of the configured backends; the benchmark passes its own (and
+    a yardstick workflow) so that it measures this same worker.
+    """
+    return Worker(
         client,
         task_queue=settings.dunning_task_queue,
-        workflows=[DunningWorkflow],
-        activities=build_activities(settings),
+        workflows=[DunningWorkflow, *extra_workflows],
+        activities=list(build_activities(settings) if activities is None else activities),
         max_cached_workflows=settings.dunning_max_cached_cases,
+        **options,
     )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    activities = build_activities(settings)  # before connecting: a bad configuration stops us first
+    worker = build_worker(await connect(settings), settings, activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,7 +65,11 @@ async def run_worker(settings: Settings | None = None) -> None:
 def main() -> int:
     settings = Settings()
     configure_logging(settings.dunning_log_level, settings.dunning_log_format)
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except ConfigError as err:  # the operator's to fix, not a bug: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -11,12 +13,12 @@ from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import SqliteConsentStore
-from runtime.settings import Settings, reveal
+from runtime.settings import ConfigError, Settings, reveal
 
 log = structlog.get_logger(__name__)
 
 
-def build_activities(settings: Settings) -> list[object]:
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """The activity callables for the worker, with the backends the settings choose."""
     payments_kind, email_kind, sms_kind = (
         settings.payments_backend(),
@@ -60,6 +62,12 @@ def consent_path(settings: Settings) -> Path:
 def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBackend:
     if settings.email_backend() != "sendgrid":
         return sandbox
+    if not settings.dunning_email_from:
+        chosen_by = "DUNNING_EMAIL=sendgrid" if settings.dunning_email else "SENDGRID_API_KEY is set"
+        raise ConfigError(
+            f"DUNNING_EMAIL_FROM is not set: email goes through SendGrid ({chosen_by}), which needs the "
+            "verified sender address to send from"
+        )
     from activities.sendgrid_backend import SendGridEmail
 
     return SendGridEmail(

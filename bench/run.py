@@ -52,10 +52,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from activities.stripe_backend import StripePayments  # noqa: E402
-from dunning.models import CaseStatus, DunningInput, PaymentFailed  # noqa: E402
+from dunning import contract  # noqa: E402
+from dunning.models import CaseStatus, DunningInput, PaymentFailed, Stage  # noqa: E402
 from dunning.policy import Policy, load_policies  # noqa: E402
 from fakes import stripe_api as sf  # noqa: E402
-from dunning import contract as sa  # noqa: E402
 
 SECRET = "whsec_bench_0123456789abcdef"
 STRIPE_KEY = "sk_test_bench_0123456789"
@@ -151,12 +151,10 @@ class DevServer:
 
 
 async def start_dev_server(procs: Procs) -> DevServer:
-    from dunning.contract import dev_server_flags
-
     port = free_port()
     argv = [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port)]
     argv += ["--http-port", str(free_port()), "--metrics-port", str(free_port()), "--log-level", "error"]
-    proc = procs.start(f"temporal-{port}", argv + dev_server_flags())
+    proc = procs.start(f"temporal-{port}", argv + contract.dev_server_flags())
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -404,19 +402,19 @@ async def open_case(
     if bare:
         return await client.start_workflow("BenchBare", id=f"bare-{key}", task_queue=task_queue)
     handle = await client.start_workflow(
-        "DunningWorkflow",
+        contract.WORKFLOW_TYPE,
         DunningInput(subscription_id=sub, customer_id=cus, policy=policy),
-        id=f"dunning-{sub}",
+        id=contract.workflow_id(sub),
         task_queue=task_queue,
-        start_signal="payment_failed",
+        start_signal=contract.Signal.PAYMENT_FAILED.value,
         start_signal_args=[first],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes(
             [
-                SearchAttributePair(sa.CUSTOMER_ID, cus),
-                SearchAttributePair(sa.SUBSCRIPTION_ID, sub),
-                SearchAttributePair(sa.AMOUNT_DUE, first.amount_due),
-                SearchAttributePair(sa.CURRENCY, "eur"),
+                SearchAttributePair(contract.CUSTOMER_ID, cus),
+                SearchAttributePair(contract.SUBSCRIPTION_ID, sub),
+                SearchAttributePair(contract.AMOUNT_DUE, first.amount_due),
+                SearchAttributePair(contract.CURRENCY, "eur"),
             ]
         ),
         memo={"invoice_id": first.invoice_id, "opened_by_event": first.event_id},
@@ -425,7 +423,7 @@ async def open_case(
         result_type=CaseStatus,
     )
     for n in range(1, invoices):
-        await handle.signal("payment_failed", failure(f"in_{key}_{n}", cus, sub))
+        await handle.signal(contract.Signal.PAYMENT_FAILED.value, failure(f"in_{key}_{n}", cus, sub))
     return handle
 
 
@@ -444,6 +442,11 @@ async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) ->
             return await job()
 
     return await asyncio.gather(*(run(j) for j in jobs))
+
+
+def cases_in(task_queue: str, stage: str) -> str:
+    """The contract's visibility filter for cases in `stage`, narrowed to this run's task queue."""
+    return f"TaskQueue = {contract.quote(task_queue)} AND {contract.cases_query(stage=stage)}"
 
 
 async def wait_count(client: Client, query: str, expected: int, timeout: float) -> float:
@@ -525,7 +528,7 @@ async def bench_ingestion(cfg: Config, server: DevServer, api: str, stripe: str,
                 async def go() -> None:
                     if describe:
                         try:
-                            await client.get_workflow_handle(f"dunning-sub_{key}").describe()
+                            await client.get_workflow_handle(contract.workflow_id(f"sub_{key}")).describe()
                         except Exception:  # noqa: BLE001 - not found, as for a new case
                             pass
                     await open_case(client, task_queue, key, policy, bare=bare)
@@ -541,9 +544,10 @@ async def bench_ingestion(cfg: Config, server: DevServer, api: str, stripe: str,
 
     # Every accepted webhook is a started case (visibility lags a little behind).
     expected = cfg.repeat * n
-    started = await client.count_workflows(f'TaskQueue = "{task_queue}" AND CustomerId STARTS_WITH "cus_w"')
+    webhook_cases = f"TaskQueue = {contract.quote(task_queue)} AND {contract.CUSTOMER_ID.name} STARTS_WITH 'cus_w'"
+    started = await client.count_workflows(webhook_cases)
     if started.count < expected:
-        await wait_count(client, f'TaskQueue = "{task_queue}" AND CustomerId STARTS_WITH "cus_w"', expected, timeout=30)
+        await wait_count(client, webhook_cases, expected, timeout=30)
 
     ceiling = med([r for r, _ in runs["start"]])
     labels = {
@@ -581,7 +585,7 @@ async def bench_reaction(cfg: Config, server: DevServer, api: str, stripe: str, 
             body, headers = signed(failed_event(key, hard=True))
             response = await http.post("/webhooks/stripe", content=body, headers=headers)
             assert response.status_code == 200, response.text
-        query = f'TaskQueue = "{task_queue}" AND DunningStage = "awaiting_payment_method"'
+        query = cases_in(task_queue, stage=Stage.AWAITING_PAYMENT_METHOD.value)
         await wait_count(client, query, k, timeout=60 + k)
         await asyncio.sleep(cfg.settle)
         stats_before = (await fake.get("/_bench/stats")).json()
@@ -742,7 +746,9 @@ async def bench_sleeping(
             task_queue = f"sleep-{n}-{invoices}-{uuid.uuid4().hex[:4]}"
             worker = await start_worker(procs, server, task_queue, max_cached=n + warm + 100, sandboxed=sandboxed)
         client = server.client
-        sleeping = f'TaskQueue = "{task_queue}" AND DunningStage = "retrying" AND AmountDue = {4900 * invoices}'
+        sleeping = (
+            cases_in(task_queue, stage=Stage.RETRYING.value) + f" AND {contract.AMOUNT_DUE.name} = {4900 * invoices}"
+        )
         tag = uuid.uuid4().hex[:4]
 
         await bounded(16, cases(client, task_queue, f"warm{tag}", warm, policy, invoices))

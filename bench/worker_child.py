@@ -1,6 +1,6 @@
 """The benchmark's worker process: `python -m bench.worker_child` (started by bench/run.py).
 
-The production workflow and activity classes, on one task queue, with:
+The production worker (`worker.build_worker`: workflow, activity classes, task queue, cache), with:
 - payments: `BENCH_PAYMENTS=stripe` → the Stripe backend (`STRIPE_API_KEY`, `STRIPE_API_BASE`
   pointing at bench/fake_stripe.py), else the in-memory sandbox;
 - email and SMS: rendered for real by the activity, then dropped (a sink that keeps nothing, so
@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
+from temporalio.worker import UnsandboxedWorkflowRunner  # noqa: E402
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities  # noqa: E402
-from runtime.consent import SqliteConsentStore  # noqa: E402
 from activities.sandbox import SandboxPayments  # noqa: E402
-from runtime.settings import Settings  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
-from workflows.dunning_workflow import DunningWorkflow  # noqa: E402
+from runtime.consent import SqliteConsentStore  # noqa: E402
+from runtime.settings import Settings  # noqa: E402
+from worker import build_worker  # noqa: E402
 
 
 class SinkOutbox:
@@ -52,7 +52,6 @@ class SinkOutbox:
 
 async def main() -> None:
     address = os.environ["BENCH_ADDRESS"]
-    task_queue = os.environ["BENCH_TASK_QUEUE"]
     for attempt in range(100):  # the dev server may still be starting
         try:
             client = await Client.connect(address, data_converter=pydantic_data_converter)
@@ -61,20 +60,23 @@ async def main() -> None:
             if attempt == 99:
                 raise
             await asyncio.sleep(0.2)
+    settings = Settings(
+        dunning_task_queue=os.environ["BENCH_TASK_QUEUE"],
+        dunning_max_cached_cases=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
+    )
     payments = (
-        StripePayments.from_settings(Settings()) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
+        StripePayments.from_settings(settings) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
     )
     outbox = SinkOutbox()
     state_dir = tempfile.mkdtemp(prefix="dunning-bench-")
     consent = SqliteConsentStore(Path(state_dir) / "consent.sqlite3")
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, consent)
-    worker = Worker(
+    worker = build_worker(
         client,
-        task_queue=task_queue,
-        workflows=[DunningWorkflow, MinimalWorkflow],
-        activities=[*case_activities(pay, notify), bench_noop],
-        max_cached_workflows=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
+        settings,
+        [*case_activities(pay, notify), bench_noop],
+        extra_workflows=[MinimalWorkflow],
         # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
         **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),
     )

@@ -20,6 +20,10 @@ def reveal(secret: SecretStr | None) -> str:
     return secret.get_secret_value() if secret is not None else ""
 
 
+class ConfigError(ValueError):
+    """The configuration cannot work (a chosen provider lacks what it needs): stop at start, say which."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -32,7 +36,7 @@ class Settings(BaseSettings):
     dunning_payments: Literal["stripe", "sandbox"] | None = None
     dunning_email: Literal["sendgrid", "sandbox"] | None = None
     dunning_sms: Literal["twilio", "sandbox"] | None = None
-    dunning_email_from: str = "billing@example.com"
+    dunning_email_from: str | None = None  # SendGrid's verified sender; required with it, no made-up default
     dunning_state_dir: Path = Path(".dunning")
     # What every message may say about the sender (templates degrade gracefully without them).
     dunning_company_name: str | None = None

@@ -12,7 +12,7 @@
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, profiles); `localhost:7233` by default.
 
-Exit codes: 0 done, 1 refused / not found / unreachable, 2 bad usage.
+Exit codes: 0 done, 1 refused / not found / unreachable / misconfigured, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -22,21 +22,19 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from dunning.models import CaseStatus, Stage
-from dunning.money import format_money
+from dunning import contract
+from dunning.models import Stage
 from starter.cli import operator as ops
+from starter.cli import render
 
 app = typer.Typer(
     name="dunning",
@@ -49,18 +47,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
-
-STAGE_STYLE = {
-    Stage.RETRYING: "yellow",
-    Stage.AWAITING_PAYMENT_METHOD: "dark_orange",
-    Stage.FINAL_NOTICE: "red",
-    Stage.SUSPENDED: "bold red",
-    Stage.PAUSED: "blue",
-    Stage.RECOVERED: "bold green",
-    Stage.CANCELED: "dim red",
-    Stage.WRITTEN_OFF: "dim red",
-    Stage.CLOSED_BY_CUSTOMER: "dim",
-}
 
 
 class Failure(Exception):
@@ -100,51 +86,6 @@ def _run(work: Callable[[Client], Awaitable[T]]) -> T:
     except RPCError as err:
         err_console.print(f"[red]Temporal said no:[/red] {err.status.name if err.status else ''} {err.message}")
     raise typer.Exit(1)
-
-
-def style_stage(stage: str | None) -> Text:
-    if not stage:
-        return Text("—", style="dim")
-    try:
-        return Text(stage, style=STAGE_STYLE[Stage(stage)])
-    except ValueError:
-        return Text(stage)
-
-
-def money(amount: int | None, currency: str | None) -> str:
-    if amount is None:
-        return "—"
-    if not currency:
-        return str(amount)
-    try:
-        return format_money(amount, currency, locale="en_US")
-    except Exception:  # a currency Babel doesn't know: still show something exact
-        return f"{amount} {currency.upper()} (minor units)"
-
-
-def when(at: datetime | None, now: datetime | None = None, short: bool = False) -> str:
-    """`2026-11-21 07:12:03 UTC (in 3m 20s)`; short: `in 3m 20s (07:12)`."""
-    if at is None:
-        return "—"
-    now = now or datetime.now(UTC)
-    seconds = int((at - now).total_seconds())
-    span = abs(seconds)
-    if span < 60:
-        rel = f"{span}s"
-    elif span < 3600:
-        rel = f"{span // 60}m {span % 60:02d}s"
-    elif span < 86400:
-        rel = f"{span // 3600}h {span % 3600 // 60:02d}m"
-    else:
-        rel = f"{span // 86400}d {span % 86400 // 3600}h"
-    rel = f"in {rel}" if seconds >= 0 else f"{rel} ago"
-    if short:
-        return f"{rel} ({at.astimezone(UTC):%H:%M})" if span < 86400 else f"{rel} ({at.astimezone(UTC):%m-%d})"
-    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({rel})"
-
-
-def _short(at: datetime) -> str:
-    return f"{at.astimezone(UTC):%m-%d %H:%M:%S}"
 
 
 # --- running the service ----------------------------------------------------------------
@@ -190,7 +131,7 @@ def up(
 def worker() -> None:
     """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
     from runtime.logging import configure_logging
-    from runtime.settings import Settings
+    from runtime.settings import ConfigError, Settings
     from worker import run_worker
 
     settings = Settings()
@@ -198,6 +139,9 @@ def worker() -> None:
 
     try:
         asyncio.run(run_worker(settings))
+    except ConfigError as err:
+        err_console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line, whatever the width
+        raise typer.Exit(1) from None
     except RuntimeError as err:
         if "connect" not in str(err).lower():
             raise
@@ -281,7 +225,7 @@ def list_cases(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """List cases, newest first, filtered through the search attributes."""
-    query = ops.visibility_query(stage=stage, customer=customer, min_amount=min_amount, open_only=open_only)
+    query = contract.cases_query(stage=stage, customer_id=customer, min_amount=min_amount, open_only=open_only)
     rows = _run(lambda client: ops.list_cases(client, query, limit=limit))
     if as_json:
         for row in rows:
@@ -289,103 +233,11 @@ def list_cases(
                 json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(row).items()})
             )
         return
-    table = Table(title=f"{len(rows)} case(s)", caption=query, caption_style="dim", expand=False)
-    for column in ("case", "customer", "stage", "owed", "decline", "tries", "next action", "status"):
-        table.add_column(column, no_wrap=column in ("case", "customer", "stage", "next action"))
-    for row in rows:
-        table.add_row(
-            row.workflow_id,
-            row.customer_id or "—",
-            style_stage(row.stage),
-            money(row.amount_due, row.currency),
-            row.decline_category or "—",
-            str(row.retry_attempts or 0),
-            when(row.next_action_at, short=True) if row.next_action_at else "—",
-            row.status.lower(),
-        )
-    console.print(table)
+    console.print(render.cases_table(rows, query))
 
 
 app.command("list")(list_cases)
 app.command("cases", help="Same as `list`.")(list_cases)
-
-
-def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
-    """The `status` query as a timeline an operator reads top to bottom."""
-    now = now or datetime.now(UTC)
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row("Stage", style_stage(case.stage.value))
-    head.add_row("Customer", case.customer_id)
-    head.add_row("Subscription", case.subscription_id)
-    head.add_row("Policy", case.policy)
-    head.add_row("Owed", money(case.amount_due, case.currency))
-    head.add_row("Access", case.access.value)
-    head.add_row("Opened", when(case.opened_at, now))
-    if case.decline_category:
-        head.add_row("Decline", case.decline_category.value)
-    if case.grace_ends_at:
-        head.add_row("Grace ends", when(case.grace_ends_at, now))
-    if case.paused:
-        head.add_row("Paused", Text(case.pause_reason or "yes", style="blue"))
-    if case.outcome:
-        head.add_row("Outcome", style_stage(case.outcome.value))
-    nxt = (
-        Text(f"{case.next_action}  {when(case.next_action_at, now)}", style="bold")
-        if case.next_action
-        else Text("nothing scheduled", style="dim")
-    )
-    head.add_row("Next", nxt)
-    parts: list[object] = [Panel(head, title=case.case_id, border_style=STAGE_STYLE.get(case.stage, "white"))]
-
-    invoices = Table(title="Outstanding invoices", title_justify="left", expand=False)
-    for column in ("invoice", "amount", "failed", "attempts", "status"):
-        invoices.add_column(column)
-    for inv in case.outstanding_invoices:
-        invoices.add_row(
-            inv.invoice_id, money(inv.amount_due, inv.currency), _short(inv.failed_at), str(inv.attempts), inv.status
-        )
-    if not case.outstanding_invoices:
-        invoices.add_row(Text("none", style="dim"), "", "", "", "")
-    parts.append(invoices)
-
-    attempts = Table(title="Charge attempts", title_justify="left", expand=False)
-    for column in ("at", "invoice", "#", "trigger", "result"):
-        attempts.add_column(column)
-    for a in case.attempts:
-        r = a.result
-        if r.status == "succeeded":
-            result = Text("succeeded", style="green")
-        elif r.status == "declined":
-            detail = ", ".join(x for x in (r.decline_code or r.code, r.category and r.category.value) if x)
-            result = Text(f"declined ({detail})", style="red")
-        else:
-            result = Text(r.status.replace("_", " "), style="yellow")
-        attempts.add_row(_short(a.at), a.invoice_id, str(a.attempt), a.trigger, result)
-    if not case.attempts:
-        attempts.add_row(Text("none yet", style="dim"), "", "", "", "")
-    parts.append(attempts)
-
-    notes = Table(title="Notifications", title_justify="left", expand=False)
-    for column in ("at", "step", "template", "channel", "status"):
-        notes.add_column(column)
-    for n in case.notifications:
-        status = n.status + (f" ({n.reason})" if n.reason else "")
-        style = "green" if n.status == "sent" else "yellow" if n.status in ("skipped", "deferred") else "red"
-        notes.add_row(_short(n.at), n.step, n.template, n.channel.value, Text(status, style=style))
-    if not case.notifications:
-        notes.add_row(Text("none yet", style="dim"), "", "", "", "")
-    parts.append(notes)
-
-    timeline = Table(title="Timeline", title_justify="left", expand=False)
-    timeline.add_column("at")
-    timeline.add_column("event", style="bold")
-    timeline.add_column("detail")
-    for entry in case.timeline:
-        timeline.add_row(_short(entry.at), entry.event, entry.detail)
-    parts.append(timeline)
-    return Group(*parts)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -398,7 +250,7 @@ def show(
     if as_json:
         console.print_json(status.model_dump_json())
     else:
-        console.print(render_case(status))
+        console.print(render.render_case(status))
 
 
 # --- steering cases ---------------------------------------------------------------------------
@@ -446,14 +298,7 @@ def retry_now(
     if as_json:
         console.print_json(result.model_dump_json())
     else:
-        table = Table(title=f"retry now → stage {result.stage.value}", title_justify="left")
-        for column in ("invoice", "result", "decline"):
-            table.add_column(column)
-        for r in result.results:
-            style = "green" if r.status == "succeeded" else "red" if r.status == "declined" else "yellow"
-            decline = ", ".join(x for x in (r.decline_code or r.code, r.category and r.category.value) if x)
-            table.add_row(r.invoice_id, Text(r.status, style=style), decline or "—")
-        console.print(table)
+        console.print(render.retry_result_table(result))
     if not result.results:
         err_console.print("[yellow]nothing was charged[/yellow]")
 

@@ -35,10 +35,11 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from dunning import contract
 from dunning.models import Stage
 from starter.cli import operator as ops
 from starter.cli import stripe_events as se
-from dunning import contract as sa
+from starter.cli.render import money, stage_style
 
 SOFT = "pm_card_chargeDeclinedInsufficientFunds"
 HARD = "pm_card_chargeDeclinedExpiredCard"
@@ -213,7 +214,7 @@ class DemoRun:
     # --- watching ------------------------------------------------------------------------
 
     async def refresh(self, case: DemoCase) -> None:
-        handle = self.client.get_workflow_handle(ops.case_id(case.subscription_id))
+        handle = self.client.get_workflow_handle(contract.workflow_id(case.subscription_id))
         try:
             desc = await handle.describe()
         except RPCError as err:
@@ -221,7 +222,7 @@ class DemoRun:
                 return
             raise
         case.running = desc.status == WorkflowExecutionStatus.RUNNING
-        stage = desc.typed_search_attributes.get(sa.DUNNING_STAGE)
+        stage = desc.typed_search_attributes.get(contract.DUNNING_STAGE)
         if stage:
             case.stage = stage
         elif not case.running:
@@ -243,7 +244,7 @@ class DemoRun:
         order = ["pending", *(s.value for s in Stage)]
         for stage in order:
             if counts.get(stage):
-                summary.add_column(stage, justify="right", style=_style(stage))
+                summary.add_column(stage, justify="right", style=stage_style(stage, "dim"))
         summary.add_row(*(str(counts[s]) for s in order if counts.get(s)))
         detail = Table(show_edge=False, box=None, pad_edge=False)
         for column in ("subscription", "persona", "owed", "stage", "last customer action"):
@@ -253,7 +254,7 @@ class DemoRun:
                 c.subscription_id,
                 c.persona.name,
                 money(c.amount, c.currency),
-                Text(c.stage, style=_style(c.stage)),
+                Text(c.stage, style=stage_style(c.stage, "dim")),
                 c.last,
             )
         sent = ", ".join(f"{k} ×{v}" for k, v in sorted(self.sent.items())) or "nothing yet"
@@ -326,21 +327,6 @@ class DemoRun:
                 self.console.print(f"  {problem}")
             return 1
         return 0
-
-
-def money(amount: int, currency: str) -> str:
-    from starter.cli.app import money as fmt
-
-    return fmt(amount, currency)
-
-
-def _style(stage: str) -> str:
-    from starter.cli.app import STAGE_STYLE
-
-    try:
-        return STAGE_STYLE[Stage(stage)]
-    except ValueError:
-        return "dim"
 
 
 async def run_demo(client: Client, config: DemoConfig, console: Console) -> int:

@@ -35,13 +35,11 @@ from rich.table import Table
 
 from dunning import contract
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Local development defaults, used only when the variables are not set, and printed.
 DEV_WEBHOOK_SECRET = "whsec_dunning_local_dev"
 DEV_API_TOKEN = "dunning-local-dev-token"
-
-_SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
 
 
 class StackError(RuntimeError):
@@ -254,19 +252,16 @@ class DevStack:
         if listed.returncode != 0:
             raise StackError(f"cannot list search attributes: {listed.stderr.strip()}")
         existing = json.loads(listed.stdout).get("customAttributes", {})
-        for key in contract.SEARCH_ATTRIBUTES:
-            want = key.indexed_value_type.name
-            have = existing.get(key.name)
+        for name, kind in contract.search_attribute_types().items():
+            have = existing.get(name)
             if have is None:
-                created = self._cli(
-                    "operator", "search-attribute", "create", "--name", key.name, "--type", _SA_TYPES[want]
-                )
+                created = self._cli("operator", "search-attribute", "create", "--name", name, "--type", kind)
                 if created.returncode != 0:
-                    raise StackError(f"cannot register search attribute {key.name}: {created.stderr.strip()}")
-            elif have != f"INDEXED_VALUE_TYPE_{want}":
+                    raise StackError(f"cannot register search attribute {name}: {created.stderr.strip()}")
+            elif have != f"INDEXED_VALUE_TYPE_{kind.upper()}":
                 raise StackError(
-                    f"search attribute {key.name} is registered as {have} in "
-                    f"{self.config.state_dir / 'temporal.db'} but the contract says {want}; "
+                    f"search attribute {name} is registered as {have} in "
+                    f"{self.config.state_dir / 'temporal.db'} but the contract says {kind}; "
                     "remove that file (it loses local cases) or use another --state-dir"
                 )
 

@@ -13,11 +13,8 @@ from datetime import datetime, timedelta
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from dunning import contract
 from dunning.models import CaseStatus, ExtendGrace, Pause, Resume, RetryNow, RetryNowResult
-from dunning import contract as sa
-
-WORKFLOW_TYPE = "DunningWorkflow"
-CASE_PREFIX = "dunning-"
 
 
 class CaseNotFound(LookupError):
@@ -30,32 +27,7 @@ class Rejected(RuntimeError):
 
 def case_id(case_or_subscription: str) -> str:
     """`dunning-sub_123` or `sub_123` → the workflow id `dunning-sub_123`."""
-    value = case_or_subscription.strip()
-    return value if value.startswith(CASE_PREFIX) else f"{CASE_PREFIX}{value}"
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def visibility_query(
-    *,
-    stage: str | None = None,
-    customer: str | None = None,
-    min_amount: int | None = None,
-    open_only: bool = False,
-) -> str:
-    """A list filter over the contract's search attributes (Temporal's SQL-like syntax)."""
-    clauses = [f"WorkflowType = {_quote(WORKFLOW_TYPE)}"]
-    if stage:
-        clauses.append(f"{sa.DUNNING_STAGE.name} = {_quote(stage)}")
-    if customer:
-        clauses.append(f"{sa.CUSTOMER_ID.name} = {_quote(customer)}")
-    if min_amount is not None:
-        clauses.append(f"{sa.AMOUNT_DUE.name} >= {int(min_amount)}")
-    if open_only:
-        clauses.append("ExecutionStatus = 'Running'")
-    return " AND ".join(clauses)
+    return contract.workflow_id(contract.subscription_of(case_or_subscription.strip()))
 
 
 @dataclass
@@ -86,15 +58,15 @@ async def list_cases(client: Client, query: str, limit: int = 100) -> list[CaseR
                 workflow_id=wf.id,
                 run_id=wf.run_id,
                 status=wf.status.name if wf.status else "UNKNOWN",
-                stage=attrs.get(sa.DUNNING_STAGE),
-                customer_id=attrs.get(sa.CUSTOMER_ID),
-                subscription_id=attrs.get(sa.SUBSCRIPTION_ID),
-                amount_due=attrs.get(sa.AMOUNT_DUE),
-                currency=attrs.get(sa.CURRENCY),
-                decline_category=attrs.get(sa.DECLINE_CATEGORY),
-                retry_attempts=attrs.get(sa.RETRY_ATTEMPTS),
-                next_action_at=attrs.get(sa.NEXT_ACTION_AT),
-                outcome=attrs.get(sa.DUNNING_OUTCOME),
+                stage=attrs.get(contract.DUNNING_STAGE),
+                customer_id=attrs.get(contract.CUSTOMER_ID),
+                subscription_id=attrs.get(contract.SUBSCRIPTION_ID),
+                amount_due=attrs.get(contract.AMOUNT_DUE),
+                currency=attrs.get(contract.CURRENCY),
+                decline_category=attrs.get(contract.DECLINE_CATEGORY),
+                retry_attempts=attrs.get(contract.RETRY_ATTEMPTS),
+                next_action_at=attrs.get(contract.NEXT_ACTION_AT),
+                outcome=attrs.get(contract.DUNNING_OUTCOME),
                 start_time=wf.start_time,
             )
         )
@@ -112,7 +84,7 @@ def _not_found(err: RPCError) -> bool:
 async def status(client: Client, case_or_subscription: str) -> CaseStatus:
     handle = _handle(client, case_or_subscription)
     try:
-        return await handle.query("status", result_type=CaseStatus, rpc_timeout=timedelta(seconds=10))
+        return await handle.query(contract.QUERY_STATUS, result_type=CaseStatus, rpc_timeout=timedelta(seconds=10))
     except RPCError as err:
         if _not_found(err):
             raise CaseNotFound(f"no case {handle.id}") from err
@@ -123,7 +95,7 @@ async def status(client: Client, case_or_subscription: str) -> CaseStatus:
         raise
 
 
-async def _signal_open_case(client: Client, case_or_subscription: str, name: str, arg: object) -> str:
+async def _signal_open_case(client: Client, case_or_subscription: str, signal: contract.Signal, arg: object) -> str:
     handle = _handle(client, case_or_subscription)
     try:
         desc = await handle.describe()
@@ -133,27 +105,31 @@ async def _signal_open_case(client: Client, case_or_subscription: str, name: str
         raise
     if desc.status != WorkflowExecutionStatus.RUNNING:
         status_name = desc.status.name.lower() if desc.status else "unknown"
-        raise Rejected(f"case {handle.id} is closed ({status_name}); nothing to {name.replace('_', ' ')}")
-    await handle.signal(name, arg)
+        raise Rejected(f"case {handle.id} is closed ({status_name}); nothing to {signal.value.replace('_', ' ')}")
+    await handle.signal(signal.value, arg)
     return handle.id
 
 
 async def pause(client: Client, case_or_subscription: str, reason: str) -> str:
-    return await _signal_open_case(client, case_or_subscription, "pause", Pause(reason=reason))
+    return await _signal_open_case(client, case_or_subscription, contract.Signal.PAUSE, Pause(reason=reason))
 
 
 async def resume(client: Client, case_or_subscription: str, reason: str) -> str:
-    return await _signal_open_case(client, case_or_subscription, "resume", Resume(reason=reason))
+    return await _signal_open_case(client, case_or_subscription, contract.Signal.RESUME, Resume(reason=reason))
 
 
 async def extend_grace(client: Client, case_or_subscription: str, days: int, reason: str) -> str:
-    return await _signal_open_case(client, case_or_subscription, "extend_grace", ExtendGrace(days=days, reason=reason))
+    return await _signal_open_case(
+        client, case_or_subscription, contract.Signal.EXTEND_GRACE, ExtendGrace(days=days, reason=reason)
+    )
 
 
 async def retry_now(client: Client, case_or_subscription: str, reason: str) -> RetryNowResult:
     handle = _handle(client, case_or_subscription)
     try:
-        return await handle.execute_update("retry_now", RetryNow(reason=reason), result_type=RetryNowResult)
+        return await handle.execute_update(
+            contract.UPDATE_RETRY_NOW, RetryNow(reason=reason), result_type=RetryNowResult
+        )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         message = getattr(cause, "message", None) or str(cause or err)

@@ -110,6 +110,7 @@ async def test_worker_killed_mid_charge_mid_email_and_while_asleep(
                 "DUNNING_ENCRYPTION_KEYS": KEYS,
                 "DUNNING_EMAIL": "sendgrid",
                 "SENDGRID_API_KEY": "SG.test-key.crash",
+                "DUNNING_EMAIL_FROM": "billing@dunning.test",
                 "SENDGRID_API_HOST": stripe.base_url,
             },
         ),

@@ -336,3 +336,18 @@ async def test_show_without_a_worker_exits_1_and_says_why(cases: Cases) -> None:
         assert code == 1 and "worker" in err
     finally:
         await cases.client.get_workflow_handle(f"dunning-{orphan}").terminate("test")
+
+
+@pytest.mark.parametrize("command", [["-m", "starter.cli.app", "worker"], ["worker.py"]], ids=["dunning", "python"])
+async def test_worker_without_the_sendgrid_sender_stops_with_one_line(command: list[str], tmp_path: Path) -> None:
+    """Before connecting to Temporal (unreachable here): the configuration is what the operator must fix."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DUNNING_EMAIL_FROM", "DUNNING_EMAIL")}
+    env |= {"SENDGRID_API_KEY": "SG.test", "TEMPORAL_ADDRESS": "127.0.0.1:1", "DUNNING_STATE_DIR": str(tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    errors = [line for line in err.decode().splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1
+    assert len(errors) == 1 and "DUNNING_EMAIL_FROM is not set" in errors[0], err.decode()
+    assert "Traceback" not in err.decode()

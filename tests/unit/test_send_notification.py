@@ -177,6 +177,7 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
     settings = Settings(
         sendgrid_api_key="SG.x",
         sendgrid_api_host="http://127.0.0.1:1",
+        dunning_email_from="billing@acme.example",
         twilio_account_sid=SID,
         twilio_auth_token="t",
         twilio_from_number="+15005550006",
@@ -187,6 +188,7 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
     activities = build_activities(settings)
     notify = next(a.__self__ for a in activities if getattr(a, "__name__", "") == "send_notification")
     assert isinstance(notify.email, SendGridEmail) and isinstance(notify.sms, TwilioSms)
+    assert notify.email.from_email == "billing@acme.example"
     assert isinstance(notify.consent, SqliteConsentStore) and notify.consent.path == tmp_path / "consent.sqlite3"
     assert notify.message_defaults == {"company_name": "Acme"}
 

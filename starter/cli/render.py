@@ -1,0 +1,191 @@
+"""How the CLI and the demo show cases: Rich tables and panels, amounts, times, stage colours.
+
+Its own module so that the commands and the demo share one look without importing each other.
+Functions return renderables; the caller decides where they are printed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from dunning.models import CaseStatus, ChargeResult, RetryNowResult, Stage
+from dunning.money import format_money
+from starter.cli.operator import CaseRow
+
+STAGE_STYLE = {
+    Stage.RETRYING: "yellow",
+    Stage.AWAITING_PAYMENT_METHOD: "dark_orange",
+    Stage.FINAL_NOTICE: "red",
+    Stage.SUSPENDED: "bold red",
+    Stage.PAUSED: "blue",
+    Stage.RECOVERED: "bold green",
+    Stage.CANCELED: "dim red",
+    Stage.WRITTEN_OFF: "dim red",
+    Stage.CLOSED_BY_CUSTOMER: "dim",
+}
+
+
+def stage_style(stage: str, default: str = "") -> str:
+    """The colour of a stage; `default` for what is not one (the demo's `pending`, a closed status)."""
+    try:
+        return STAGE_STYLE[Stage(stage)]
+    except ValueError:
+        return default
+
+
+def style_stage(stage: str | None) -> Text:
+    if not stage:
+        return Text("—", style="dim")
+    return Text(stage, style=stage_style(stage))
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return "—"
+    if not currency:
+        return str(amount)
+    try:
+        return format_money(amount, currency, locale="en_US")
+    except Exception:  # a currency Babel doesn't know: still show something exact
+        return f"{amount} {currency.upper()} (minor units)"
+
+
+def when(at: datetime | None, now: datetime | None = None, short: bool = False) -> str:
+    """`2026-11-21 07:12:03 UTC (in 3m 20s)`; short: `in 3m 20s (07:12)`."""
+    if at is None:
+        return "—"
+    now = now or datetime.now(UTC)
+    seconds = int((at - now).total_seconds())
+    span = abs(seconds)
+    if span < 60:
+        rel = f"{span}s"
+    elif span < 3600:
+        rel = f"{span // 60}m {span % 60:02d}s"
+    elif span < 86400:
+        rel = f"{span // 3600}h {span % 3600 // 60:02d}m"
+    else:
+        rel = f"{span // 86400}d {span % 86400 // 3600}h"
+    rel = f"in {rel}" if seconds >= 0 else f"{rel} ago"
+    if short:
+        return f"{rel} ({at.astimezone(UTC):%H:%M})" if span < 86400 else f"{rel} ({at.astimezone(UTC):%m-%d})"
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({rel})"
+
+
+def _short(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%m-%d %H:%M:%S}"
+
+
+def _decline(result: ChargeResult) -> str:
+    return ", ".join(x for x in (result.decline_code or result.code, result.category and result.category.value) if x)
+
+
+def cases_table(rows: list[CaseRow], query: str) -> Table:
+    """`dunning list`: one line per case, with the visibility query it answers as the caption."""
+    table = Table(title=f"{len(rows)} case(s)", caption=query, caption_style="dim", expand=False)
+    for column in ("case", "customer", "stage", "owed", "decline", "tries", "next action", "status"):
+        table.add_column(column, no_wrap=column in ("case", "customer", "stage", "next action"))
+    for row in rows:
+        table.add_row(
+            row.workflow_id,
+            row.customer_id or "—",
+            style_stage(row.stage),
+            money(row.amount_due, row.currency),
+            row.decline_category or "—",
+            str(row.retry_attempts or 0),
+            when(row.next_action_at, short=True) if row.next_action_at else "—",
+            row.status.lower(),
+        )
+    return table
+
+
+def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
+    """The `status` query as a timeline an operator reads top to bottom."""
+    now = now or datetime.now(UTC)
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Stage", style_stage(case.stage.value))
+    head.add_row("Customer", case.customer_id)
+    head.add_row("Subscription", case.subscription_id)
+    head.add_row("Policy", case.policy)
+    head.add_row("Owed", money(case.amount_due, case.currency))
+    head.add_row("Access", case.access.value)
+    head.add_row("Opened", when(case.opened_at, now))
+    if case.decline_category:
+        head.add_row("Decline", case.decline_category.value)
+    if case.grace_ends_at:
+        head.add_row("Grace ends", when(case.grace_ends_at, now))
+    if case.paused:
+        head.add_row("Paused", Text(case.pause_reason or "yes", style="blue"))
+    if case.outcome:
+        head.add_row("Outcome", style_stage(case.outcome.value))
+    nxt = (
+        Text(f"{case.next_action}  {when(case.next_action_at, now)}", style="bold")
+        if case.next_action
+        else Text("nothing scheduled", style="dim")
+    )
+    head.add_row("Next", nxt)
+    parts: list[Panel | Table] = [Panel(head, title=case.case_id, border_style=STAGE_STYLE.get(case.stage, "white"))]
+
+    invoices = Table(title="Outstanding invoices", title_justify="left", expand=False)
+    for column in ("invoice", "amount", "failed", "attempts", "status"):
+        invoices.add_column(column)
+    for inv in case.outstanding_invoices:
+        invoices.add_row(
+            inv.invoice_id, money(inv.amount_due, inv.currency), _short(inv.failed_at), str(inv.attempts), inv.status
+        )
+    if not case.outstanding_invoices:
+        invoices.add_row(Text("none", style="dim"), "", "", "", "")
+    parts.append(invoices)
+
+    attempts = Table(title="Charge attempts", title_justify="left", expand=False)
+    for column in ("at", "invoice", "#", "trigger", "result"):
+        attempts.add_column(column)
+    for a in case.attempts:
+        r = a.result
+        if r.status == "succeeded":
+            result = Text("succeeded", style="green")
+        elif r.status == "declined":
+            result = Text(f"declined ({_decline(r)})", style="red")
+        else:
+            result = Text(r.status.replace("_", " "), style="yellow")
+        attempts.add_row(_short(a.at), a.invoice_id, str(a.attempt), a.trigger, result)
+    if not case.attempts:
+        attempts.add_row(Text("none yet", style="dim"), "", "", "", "")
+    parts.append(attempts)
+
+    notes = Table(title="Notifications", title_justify="left", expand=False)
+    for column in ("at", "step", "template", "channel", "status"):
+        notes.add_column(column)
+    for n in case.notifications:
+        status = n.status + (f" ({n.reason})" if n.reason else "")
+        style = "green" if n.status == "sent" else "yellow" if n.status in ("skipped", "deferred") else "red"
+        notes.add_row(_short(n.at), n.step, n.template, n.channel.value, Text(status, style=style))
+    if not case.notifications:
+        notes.add_row(Text("none yet", style="dim"), "", "", "", "")
+    parts.append(notes)
+
+    timeline = Table(title="Timeline", title_justify="left", expand=False)
+    timeline.add_column("at")
+    timeline.add_column("event", style="bold")
+    timeline.add_column("detail")
+    for entry in case.timeline:
+        timeline.add_row(_short(entry.at), entry.event, entry.detail)
+    parts.append(timeline)
+    return Group(*parts)
+
+
+def retry_result_table(result: RetryNowResult) -> Table:
+    """`dunning retry-now`: what each outstanding invoice's charge gave."""
+    table = Table(title=f"retry now → stage {result.stage.value}", title_justify="left")
+    for column in ("invoice", "result", "decline"):
+        table.add_column(column)
+    for r in result.results:
+        style = "green" if r.status == "succeeded" else "red" if r.status == "declined" else "yellow"
+        table.add_row(r.invoice_id, Text(r.status, style=style), _decline(r) or "—")
+    return table
