@@ -8,6 +8,7 @@ stamped with the day of the case it happened on.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from dataclasses import dataclass
@@ -90,6 +91,12 @@ class Case:
 
     async def status(self) -> CaseStatus:
         return await self.handle.query("status", result_type=CaseStatus)
+
+    async def idle(self) -> None:
+        """Until the case sleeps on a timer with no activity in flight, in real time: the
+        time-skipping server stops skipping time for good when an activity outlives its case."""
+        while (await self.status()).next_action_at is None:
+            await asyncio.sleep(0.02)
 
     async def wait_days(self, days: float) -> None:
         await self.env.sleep(timedelta(days=days))

@@ -39,7 +39,8 @@ class StripeSlowForCustomers(SandboxPayments):
 
 
 async def test_a_new_case_is_in_the_stage_filter_before_stripe_answers(time_env):
-    async with CaseRunner(time_env, payments=StripeSlowForCustomers()) as runner:
+    stripe = StripeSlowForCustomers()
+    async with CaseRunner(time_env, payments=stripe) as runner:
         case = await runner.open()
         for _ in range(100):  # the first workflow task, in real time (no time is skipped here)
             attributes = await search_attributes(time_env.client, case.handle.id)
@@ -52,6 +53,8 @@ async def test_a_new_case_is_in_the_stage_filter_before_stripe_answers(time_env)
         assert contract.NEXT_ACTION_AT.name not in attributes  # nothing planned before the customer is known
         status = await case.status()
         assert status.stage is Stage.RETRYING and case.charges() == [] and runner.outbox.messages == []
+        stripe.answer.set()
+        await case.idle()
 
 
 async def test_a_subscription_canceled_by_stripes_own_dunning_closes_the_case_canceled(time_env):
@@ -79,6 +82,7 @@ async def test_an_unknown_policy_is_said_on_the_timeline(time_env):
         entry = status.timeline[0]
         assert entry.event == "policy_unknown"
         assert "'gentle-typo'" in entry.detail and "using 'default'" in entry.detail
+        await case.idle()
 
 
 async def test_a_card_update_during_a_pause_waits_for_resume_then_charges_at_once(time_env):
