@@ -34,6 +34,11 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     )
     payments: PaymentsBackend
     if payments_kind == "stripe":
+        _require(
+            "payments go through Stripe",
+            "DUNNING_PAYMENTS=stripe" if settings.dunning_payments else "STRIPE_API_KEY is set",
+            {"STRIPE_API_KEY": settings.stripe_api_key},
+        )
         payments = StripePayments.from_settings(settings)
     else:
         payments = SandboxPayments()
@@ -55,6 +60,17 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     return case_activities(payment_activities, notification_activities)
 
 
+def _require(what: str, chosen_by: str, needed: dict[str, object]) -> None:
+    """A provider chosen without what it needs stops the worker at start, in one line."""
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        names = " and ".join(missing)
+        raise ConfigError(
+            f"{names} {'is' if len(missing) == 1 else 'are'} not set: {what} ({chosen_by}),"
+            f" which needs {', '.join(needed)}"
+        )
+
+
 def consent_path(settings: Settings) -> Path:
     return settings.dunning_state_dir / "consent.sqlite3"
 
@@ -62,12 +78,11 @@ def consent_path(settings: Settings) -> Path:
 def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBackend:
     if settings.email_backend() != "sendgrid":
         return sandbox
-    if not settings.dunning_email_from:
-        chosen_by = "DUNNING_EMAIL=sendgrid" if settings.dunning_email else "SENDGRID_API_KEY is set"
-        raise ConfigError(
-            f"DUNNING_EMAIL_FROM is not set: email goes through SendGrid ({chosen_by}), which needs the "
-            "verified sender address to send from"
-        )
+    _require(
+        "email goes through SendGrid",
+        "DUNNING_EMAIL=sendgrid" if settings.dunning_email else "SENDGRID_API_KEY is set",
+        {"SENDGRID_API_KEY": settings.sendgrid_api_key, "DUNNING_EMAIL_FROM": settings.dunning_email_from},
+    )
     from activities.sendgrid_backend import SendGridEmail
 
     return SendGridEmail(
@@ -82,6 +97,15 @@ def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBack
 def build_sms_backend(settings: Settings, sandbox: SandboxOutbox) -> SmsBackend:
     if settings.sms_backend() != "twilio":
         return sandbox
+    _require(
+        "SMS goes through Twilio",
+        "DUNNING_SMS=twilio" if settings.dunning_sms else "TWILIO_AUTH_TOKEN is set",
+        {
+            "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+            "TWILIO_FROM_NUMBER": settings.twilio_from_number,
+        },
+    )
     from activities.twilio_backend import TwilioSms
 
     return TwilioSms(

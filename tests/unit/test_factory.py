@@ -12,7 +12,7 @@ from activities.sendgrid_backend import SendGridEmail
 from runtime.settings import ConfigError, Settings
 
 CHOOSERS = ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS", "DUNNING_EMAIL_FROM")
-KEYS = ("STRIPE_API_KEY", "SENDGRID_API_KEY", "TWILIO_AUTH_TOKEN")
+KEYS = ("STRIPE_API_KEY", "SENDGRID_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_FROM_NUMBER")
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +59,22 @@ def test_the_sandbox_needs_no_sender() -> None:
     outbox = SandboxOutbox()
     assert build_email_backend(settings, outbox) is outbox
     assert len(build_activities(settings)) == 6
+
+
+@pytest.mark.parametrize(
+    ("environment", "missing"),
+    [
+        ({"DUNNING_EMAIL": "sendgrid", "DUNNING_EMAIL_FROM": "b@yourco.example"}, "SENDGRID_API_KEY is not set"),
+        ({"DUNNING_SMS": "twilio"}, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN and TWILIO_FROM_NUMBER are not set"),
+        ({"TWILIO_AUTH_TOKEN": "tok", "TWILIO_ACCOUNT_SID": "AC1"}, "TWILIO_FROM_NUMBER is not set"),
+        ({"DUNNING_PAYMENTS": "stripe"}, "STRIPE_API_KEY is not set"),
+    ],
+)
+def test_a_provider_chosen_without_its_keys_stops_the_worker_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], missing: str
+) -> None:
+    for var, value in environment.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as error:
+        build_activities(Settings())
+    assert str(error.value).startswith(missing) and "\n" not in str(error.value)
