@@ -14,7 +14,7 @@ POSTed to the running API), then its customer behaves like people do:
 | silent (hard)    | pm_card_chargeDeclinedExpiredCard          | never answers: final notice, suspension, cancel |
 | silent (soft)    | pm_card_chargeDeclinedInsufficientFunds    | never answers; every retry declines          |
 
-The subscriptions carry `dunning_policy = "demo"` (policies/demo.toml: the whole ladder in
+The subscriptions carry `dunning_policy = "demo"` (dunning/policies/demo.toml: the whole ladder in
 minutes). The demo stops by itself when every case has an outcome or after `--duration`.
 """
 
