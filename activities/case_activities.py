@@ -112,8 +112,9 @@ class NotificationActivities:
             # The banner lives in the case itself and is served by the API from the `status` query.
             return NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
         contact = await self.payments.get_contact(request.customer_id)
+        to = contact.phone if channel is Channel.SMS else contact.email
         if channel is Channel.SMS:
-            if not contact.phone:
+            if not to:
                 return NotificationResult(
                     channel=channel, status="skipped", reason="no phone number", fallback_channel=Channel.EMAIL
                 )
@@ -124,7 +125,7 @@ class NotificationActivities:
                     reason="customer opted out of SMS",
                     fallback_channel=Channel.EMAIL,
                 )
-        elif not contact.email:
+        elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
         link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
         try:
@@ -140,12 +141,12 @@ class NotificationActivities:
         try:
             if channel is Channel.SMS:
                 provider_id = await self.sms.send_sms(
-                    to=contact.phone, body=message.text, idempotency_key=request.idempotency_key
+                    to=to, body=message.text, idempotency_key=request.idempotency_key
                 )
             else:
                 provider_id = await self.email.send_email(
-                    to=contact.email,
-                    subject=message.subject,
+                    to=to,
+                    subject=message.subject or "",
                     text=message.text,
                     html=message.html,
                     idempotency_key=request.idempotency_key,

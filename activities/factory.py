@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -16,7 +18,7 @@ from activities.stripe_backend import StripePayments
 log = structlog.get_logger(__name__)
 
 
-def build_activities(settings: Settings) -> list[object]:
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """The activity callables for the worker, with the backends the settings choose."""
     payments_kind, email_kind, sms_kind = (
         settings.payments_backend(),
