@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = next((part for part in Path(str(item.path)).parts if part in TIERS), None)
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+SERVER_FIXTURES = {"time_env", "dev_env"}
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`-m unit` promises seconds: a unit test that starts a Temporal server or a child process fails."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    used = SERVER_FIXTURES & set(request.fixturenames)
+    if used:
+        pytest.fail(f"a unit test uses {sorted(used)}: it belongs in tests/workflow or tests/integration")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test started a subprocess or a Temporal server: move it to another tier")
+
+    # asyncio's subprocesses go through Popen too; the SDK starts its servers from Rust, not Popen.
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(WorkflowEnvironment, "start_local", refuse)
+    monkeypatch.setattr(WorkflowEnvironment, "start_time_skipping", refuse)
+    yield
