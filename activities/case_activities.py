@@ -24,6 +24,7 @@ from activities.backends import (
     SmsBackend,
 )
 from activities.messages import UnknownTemplate, render_message
+from dunning import contract
 from dunning.models import (
     PAID_ELSEWHERE,
     AccessRequest,
@@ -51,27 +52,27 @@ class PaymentActivities:
     def __init__(self, payments: PaymentsBackend) -> None:
         self.payments = payments
 
-    @activity.defn(name="charge_invoice")
+    @activity.defn(name=contract.CHARGE_INVOICE.name)
     async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
         with provider_errors():
             return await self.payments.charge_invoice(request)
 
-    @activity.defn(name="suspend_access")
+    @activity.defn(name=contract.SUSPEND_ACCESS.name)
     async def suspend_access(self, request: AccessRequest) -> None:
         with provider_errors():
             await self.payments.suspend_access(request)
 
-    @activity.defn(name="restore_access")
+    @activity.defn(name=contract.RESTORE_ACCESS.name)
     async def restore_access(self, request: AccessRequest) -> None:
         with provider_errors():
             await self.payments.restore_access(request)
 
-    @activity.defn(name="cancel_subscription")
+    @activity.defn(name=contract.CANCEL_SUBSCRIPTION.name)
     async def cancel_subscription(self, request: AccessRequest) -> None:
         with provider_errors():
             await self.payments.cancel_subscription(request)
 
-    @activity.defn(name="get_customer")
+    @activity.defn(name=contract.GET_CUSTOMER.name)
     async def get_customer(self, customer_id: str) -> CustomerProfile:
         with provider_errors():
             return await self.payments.get_customer(customer_id)
@@ -93,7 +94,7 @@ class NotificationActivities:
         # Sender-wide template values (company_name, support_email); the case's context wins.
         self.message_defaults = {k: v for k, v in (message_defaults or {}).items() if v}
 
-    @activity.defn(name="send_notification")
+    @activity.defn(name=contract.SEND_NOTIFICATION.name)
     async def send_notification(self, request: NotificationRequest) -> NotificationResult:
         with provider_errors():
             return await self._send(request)
@@ -112,8 +113,9 @@ class NotificationActivities:
             # The banner lives in the case itself and is served by the API from the `status` query.
             return NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
         contact = await self.payments.get_contact(request.customer_id)
+        to = contact.phone if channel is Channel.SMS else contact.email
         if channel is Channel.SMS:
-            if not contact.phone:
+            if not to:
                 return NotificationResult(
                     channel=channel, status="skipped", reason="no phone number", fallback_channel=Channel.EMAIL
                 )
@@ -124,7 +126,7 @@ class NotificationActivities:
                     reason="customer opted out of SMS",
                     fallback_channel=Channel.EMAIL,
                 )
-        elif not contact.email:
+        elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
         link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
         try:
@@ -140,12 +142,12 @@ class NotificationActivities:
         try:
             if channel is Channel.SMS:
                 provider_id = await self.sms.send_sms(
-                    to=contact.phone, body=message.text, idempotency_key=request.idempotency_key
+                    to=to, body=message.text, idempotency_key=request.idempotency_key
                 )
             else:
                 provider_id = await self.email.send_email(
-                    to=contact.email,
-                    subject=message.subject,
+                    to=to,
+                    subject=message.subject or "",
                     text=message.text,
                     html=message.html,
                     idempotency_key=request.idempotency_key,

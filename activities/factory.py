@@ -85,6 +85,7 @@ def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBack
     )
     from activities.sendgrid_backend import SendGridEmail
 
+    assert settings.dunning_email_from  # _require stopped the start otherwise
     return SendGridEmail(
         reveal(settings.sendgrid_api_key),
         settings.dunning_email_from,

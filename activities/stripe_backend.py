@@ -68,6 +68,11 @@ def _id(value: Any) -> str | None:
     return value or None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A nested object of an error body, or `{}` when it is absent or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
     body = exc.json_body if isinstance(exc.json_body, dict) else {}
     error = body.get("error")
@@ -201,8 +206,8 @@ class StripePayments:
                 f"paying invoice {invoice_id}",
                 lambda: self.client.v1.invoices.pay_async(
                     invoice_id,
-                    params,
-                    {"idempotency_key": request.idempotency_key},  # type: ignore[arg-type]
+                    params,  # type: ignore[arg-type]  # keys chosen at run time (source or payment_method)
+                    {"idempotency_key": request.idempotency_key},
                 ),
                 card_errors=True,
             )
@@ -254,8 +259,8 @@ class StripePayments:
     @staticmethod
     def _declined(request: ChargeRequest, exc: stripe.CardError) -> ChargeResult:
         error = _error_body(exc)
-        intent = error.get("payment_intent") if isinstance(error.get("payment_intent"), dict) else {}
-        last_error = intent.get("last_payment_error") if isinstance(intent.get("last_payment_error"), dict) else {}
+        intent = _dict(error.get("payment_intent"))
+        last_error = _dict(intent.get("last_payment_error"))
         code = error.get("code") or exc.code
         decline_code = error.get("decline_code") or last_error.get("decline_code")
         advice_code = error.get("advice_code") or last_error.get("advice_code")
@@ -343,7 +348,7 @@ class StripePayments:
                 {
                     "pause_collection": {"behavior": "void"},
                     "metadata": {ACCESS_METADATA_KEY: "suspended", "dunning_reason": request.reason[:500]},
-                },  # type: ignore[arg-type]
+                },
             ),
         )
         log.info("stripe access suspended", subscription_id=sid)
@@ -358,7 +363,7 @@ class StripePayments:
             lambda: self.client.v1.subscriptions.update_async(
                 sid,
                 # An empty string unsets a field in Stripe's API.
-                {"pause_collection": "", "metadata": {ACCESS_METADATA_KEY: "active", "dunning_reason": ""}},  # type: ignore[arg-type]
+                {"pause_collection": "", "metadata": {ACCESS_METADATA_KEY: "active", "dunning_reason": ""}},
             ),
         )
         log.info("stripe access restored", subscription_id=sid)
@@ -373,7 +378,7 @@ class StripePayments:
             f"canceling subscription {sid}",
             lambda: self.client.v1.subscriptions.cancel_async(
                 sid,
-                {"cancellation_details": {"comment": request.reason[:500]}},  # type: ignore[arg-type]
+                {"cancellation_details": {"comment": request.reason[:500]}},
             ),
         )
         log.info("stripe subscription canceled", subscription_id=sid)

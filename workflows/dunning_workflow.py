@@ -324,7 +324,7 @@ class DunningWorkflow:
 
     @workflow.update(name=contract.UPDATE_RETRY_NOW)
     async def retry_now(self, request: RetryNow) -> RetryNowResult:
-        self.case.log(workflow.now(), "retry_now", request.reason)
+        self.case.log(workflow.now(), contract.UPDATE_RETRY_NOW, request.reason)
         results = await self._charge_round(f"operator: {request.reason}")
         return self.case.retry_now_result(results)
 

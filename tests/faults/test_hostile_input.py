@@ -25,18 +25,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
-from runtime.settings import Settings
+from activities.sandbox import SandboxOutbox, SandboxPayments
 from dunning.models import DunningInput
 from dunning.policy import load_policies
-from starter.api.main import create_app
 from fakes import stripe_api as sf
+from runtime.settings import Settings
+from starter.api.main import create_app
 from tests.helpers.case_harness import failure
 from tests.helpers.trust_harness import WEBHOOK_SECRET, until, write_policies
+from tests.helpers.workers import new_worker
 from workflows.dunning_workflow import DunningWorkflow
 
 API_TOKEN = "hostile-test-token-" + "z" * 20
@@ -85,14 +84,7 @@ async def target(dev_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterato
     )
     client = dev_env.client
     payments, outbox = SandboxPayments(), SandboxOutbox()
-    pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
-    worker = Worker(
-        client,
-        task_queue=case_queue,
-        workflows=[DunningWorkflow],
-        activities=case_activities(pay, notify),
-    )
+    worker = new_worker(client, task_queue=case_queue, payments=payments, outbox=outbox)
     app = full_app(settings_, client)
     async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
         handle = await client.start_workflow(

@@ -4,20 +4,16 @@ never counted as attempts, the case keeps its schedule, and the operator sees wh
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionDescription
-from temporalio.worker import Worker
 
 from activities.backends import ProviderUnavailable
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import SandboxOutbox, SandboxPayments
 from dunning.models import ChargeRequest, ChargeResult, Stage
 from tests.helpers.case_harness import CaseRunner
-from workflows.dunning_workflow import DunningWorkflow
 
 
 @dataclass
@@ -86,20 +82,7 @@ class OutboxRunner(CaseRunner):
     """A CaseRunner whose e-mail and SMS go through the given outbox."""
 
     def __init__(self, env, outbox: SandboxOutbox) -> None:  # noqa: D107 - mirrors CaseRunner's
-        self.env = env
-        self.payments = SandboxPayments()
-        self.outbox = outbox
-        self.consent = MemoryConsentStore()
-        self.handles = []
-        self.task_queue = f"dunning-test-{uuid.uuid4().hex[:8]}"
-        pay = PaymentActivities(self.payments)
-        notify = NotificationActivities(self.payments, outbox, outbox, self.consent)
-        self.worker = Worker(
-            env.client,
-            task_queue=self.task_queue,
-            workflows=[DunningWorkflow],
-            activities=case_activities(pay, notify),
-        )
+        super().__init__(env, outbox=outbox)
 
 
 async def test_sendgrid_down_for_eight_hours_the_reminder_fails_visibly_the_schedule_holds(time_env):

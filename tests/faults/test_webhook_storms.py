@@ -20,15 +20,13 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox
-from runtime.settings import Settings
+from activities.sandbox import SandboxOutbox
 from activities.stripe_backend import StripePayments
 from dunning.models import CaseStatus, Stage
-from starter.api.main import create_app
 from fakes import stripe_api as sf
+from runtime.settings import Settings
+from starter.api.main import create_app
 from tests.helpers.trust_harness import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
@@ -39,7 +37,7 @@ from tests.helpers.trust_harness import (
     until,
     write_policies,
 )
-from workflows.dunning_workflow import DunningWorkflow
+from tests.helpers.workers import new_worker
 
 
 class CountingOutbox(SandboxOutbox):
@@ -101,16 +99,8 @@ async def rig(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig
     )
     payments = StripePayments.from_settings(settings)
     outbox = CountingOutbox()
-    pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
     client = dev_env.client
-    worker = Worker(
-        client,
-        task_queue=queue,
-        workflows=[DunningWorkflow],
-        activities=case_activities(pay, notify),
-        max_concurrent_activities=200,
-    )
+    worker = new_worker(client, task_queue=queue, payments=payments, outbox=outbox, max_concurrent_activities=200)
     app = create_app(settings, client_factory=lambda: client)
     try:
         async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:

@@ -18,12 +18,11 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
 from dunning.models import CaseStatus, DunningInput, PaymentFailed
 from dunning.policy import Policy
+from tests.helpers.workers import new_worker
 from workflows.dunning_workflow import DunningWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -143,23 +142,30 @@ def failure(invoice_id: str = "in_1", amount: int = 4900, currency: str = "eur",
 
 
 class CaseRunner:
-    """Owns one worker on a fresh task queue; `open` starts a case the way the webhook API does."""
+    """Owns one worker on a fresh task queue; `open` starts a case the way the webhook API does.
 
-    def __init__(self, env: WorkflowEnvironment, payments: SandboxPayments | None = None) -> None:
+    `outbox` and `consent` replace the sandbox ones; other keyword arguments go to `new_worker`
+    (email, sms, message_defaults, Worker options).
+    """
+
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        payments: SandboxPayments | None = None,
+        *,
+        outbox: SandboxOutbox | None = None,
+        consent: object = None,
+        **worker_options: object,
+    ) -> None:
         self.env = env
         self.payments = payments or SandboxPayments()
-        self.outbox = SandboxOutbox()
-        self.consent = MemoryConsentStore()
+        self.outbox = outbox if outbox is not None else SandboxOutbox()
+        self.consent = consent if consent is not None else MemoryConsentStore()
         self.handles: list[WorkflowHandle] = []
-        self.task_queue = f"dunning-test-{uuid.uuid4().hex[:8]}"
-        pay = PaymentActivities(self.payments)
-        notify = NotificationActivities(self.payments, self.outbox, self.outbox, self.consent)
-        self.worker = Worker(
-            env.client,
-            task_queue=self.task_queue,
-            workflows=[DunningWorkflow],
-            activities=case_activities(pay, notify),
+        self.worker = new_worker(
+            env.client, payments=self.payments, outbox=self.outbox, consent=self.consent, **worker_options
         )
+        self.task_queue = self.worker.task_queue
 
     async def __aenter__(self) -> CaseRunner:
         await self.worker.__aenter__()

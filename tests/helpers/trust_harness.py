@@ -4,7 +4,6 @@ process (so it can be SIGKILLed), compressed policies, and signed webhooks throu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from werkzeug import Request, Response
 from dunning.models import CaseStatus
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
+from tests.helpers.workers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_test_trust_0123456789abcdef"
@@ -182,18 +182,9 @@ async def post_event(api: httpx.AsyncClient, event: dict[str, Any], secret: str 
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str, every: float = 0.25) -> Any:
-    """Polls `check()` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except Exception as exc:  # noqa: BLE001 - e.g. the query while no worker is up
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    """Polls `check()` until it returns something truthy; any exception means "not yet"."""
+    # e.g. the query while no worker is up
+    return await eventually(check, timeout, every, what=what, retry_on=(Exception,))
 
 
 async def status_of(handle: WorkflowHandle) -> CaseStatus:

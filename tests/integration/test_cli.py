@@ -21,13 +21,12 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import SandboxOutbox, SandboxPayments
 from dunning.models import CaseStatus, DunningInput, PaymentFailed
 from dunning.policy import Policy
 from starter.cli import operator as ops
+from tests.helpers import eventually, new_worker
 from workflows.dunning_workflow import DunningWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,17 +73,6 @@ async def cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def _eventually(check, timeout: float = 20.0, interval: float = 0.3):  # noqa: ANN001, ANN202
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
     client = dev_env.client
@@ -92,14 +80,7 @@ async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
     task_queue = f"dunning-cli-{run}"
     payments = SandboxPayments()
     outbox = SandboxOutbox()
-    pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
-    worker = Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[DunningWorkflow],
-        activities=case_activities(pay, notify),
-    )
+    worker = new_worker(client, task_queue=task_queue, payments=payments, outbox=outbox)
     customer_a, customer_b = f"cus_cli{run}a", f"cus_cli{run}b"
     opened = {
         f"sub_cli{run}soft": (customer_a, 4900, "usd", "insufficient_funds", "pm_card_visa"),
@@ -144,7 +125,7 @@ async def cases(dev_env: WorkflowEnvironment) -> AsyncIterator[Cases]:
             )
             return len(rows) == 3
 
-        await _eventually(all_visible)
+        await eventually(all_visible)
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": client.service_client.config.target_host,
@@ -245,7 +226,7 @@ async def test_pause_blocks_retry_now_until_resume_then_retry_now_charges(cases:
         status = await handle.query("status", result_type=CaseStatus)
         return status.paused and status.pause_reason == "disputed by phone"
 
-    await _eventually(paused)
+    await eventually(paused)
 
     code, out, err = await cli(cases.env, "retry-now", cases.soft)
     assert code == 1
@@ -257,7 +238,7 @@ async def test_pause_blocks_retry_now_until_resume_then_retry_now_charges(cases:
     async def resumed() -> bool:
         return not (await handle.query("status", result_type=CaseStatus)).paused
 
-    await _eventually(resumed)
+    await eventually(resumed)
 
     code, out, err = await cli(cases.env, "retry-now", cases.soft, "--reason", "customer topped up", "--json")
     assert code == 0, err
@@ -267,13 +248,13 @@ async def test_pause_blocks_retry_now_until_resume_then_retry_now_charges(cases:
     async def recovered() -> bool:
         return (await handle.query("status", result_type=CaseStatus)).stage.value == "recovered"
 
-    await _eventually(recovered)
+    await eventually(recovered)
 
     async def listed_as_recovered() -> bool:
         code, out, _ = await cli(cases.env, "list", "--stage", "recovered", "--customer", cases.customer_a, "--json")
         return code == 0 and [r["subscription_id"] for r in _json_lines(out)] == [cases.soft]
 
-    await _eventually(listed_as_recovered)
+    await eventually(listed_as_recovered)
 
 
 async def test_retry_now_refused_on_a_hard_declined_card(cases: Cases) -> None:
@@ -295,7 +276,7 @@ async def test_extend_grace_moves_the_grace_end(cases: Cases) -> None:
         after = (await handle.query("status", result_type=CaseStatus)).grace_ends_at
         return after is not None and (after - before).days == 3
 
-    await _eventually(extended)
+    await eventually(extended)
 
     code, _, err = await cli(cases.env, "extend-grace", cases.small, "--days", "0")
     assert code == 2  # usage error: at least one day

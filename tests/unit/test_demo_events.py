@@ -79,8 +79,8 @@ def test_demo_population_mixes_every_behaviour() -> None:
 def test_a_decline_carried_in_the_event_reaches_the_case_without_asking_stripe():
     """With the payment intent expanded (older API versions, the sandbox demo), the case opens
     knowing the decline, so a hard decline is never retried even once."""
-    from starter.cli import stripe_events
     from starter.api.routes.stripe_webhook import StartCase, plan
+    from starter.cli import stripe_events
 
     obj = stripe_events.invoice(
         invoice_id="in_x",

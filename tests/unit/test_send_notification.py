@@ -14,14 +14,14 @@ from temporalio.testing import ActivityEnvironment
 from werkzeug import Response
 
 from activities.case_activities import NotificationActivities
-from runtime.consent import SqliteConsentStore
 from activities.factory import build_activities
 from activities.messages import render_message
 from activities.sandbox import SandboxPayments
 from activities.sendgrid_backend import SendGridEmail
-from runtime.settings import Settings
 from activities.twilio_backend import TwilioSms
 from dunning.models import Channel, NotificationRequest
+from runtime.consent import SqliteConsentStore
+from runtime.settings import Settings
 
 SID = "AC00000000000000000000000000000001"
 MESSAGES = f"/2010-04-01/Accounts/{SID}/Messages.json"

@@ -14,18 +14,15 @@ from zoneinfo import ZoneInfo
 import httpx
 from fastapi import FastAPI
 from pytest_httpserver import HTTPServer
-from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import SandboxOutbox, SandboxPayments
+from activities.sandbox import SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
 from runtime.consent import SqliteConsentStore
 from starter.api import deps
 from starter.api.routes import in_app, sms_webhook
 from tests.helpers.case_harness import CaseRunner, make_policy
-from workflows.dunning_workflow import DunningWorkflow
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TWILIO_SID = "AC00000000000000000000000000000001"
@@ -36,21 +33,8 @@ class NotifyRunner(CaseRunner):
     """The lead's CaseRunner, with the notification backends and consent store of our choice."""
 
     def __init__(self, env, *, consent, sms=None, email=None, payments: SandboxPayments | None = None) -> None:
-        self.env = env
-        self.payments = payments or SandboxPayments()
-        self.outbox = SandboxOutbox()
-        self.consent = consent
-        self.handles = []
-        self.task_queue = f"dunning-notify-{uuid.uuid4().hex[:8]}"
-        pay = PaymentActivities(self.payments)
-        notify = NotificationActivities(
-            self.payments, email or self.outbox, sms or self.outbox, consent, message_defaults={"company_name": "Acme"}
-        )
-        self.worker = Worker(
-            env.client,
-            task_queue=self.task_queue,
-            workflows=[DunningWorkflow],
-            activities=case_activities(pay, notify),
+        super().__init__(
+            env, payments, consent=consent, sms=sms, email=email, message_defaults={"company_name": "Acme"}
         )
 
 

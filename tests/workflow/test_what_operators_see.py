@@ -13,7 +13,7 @@ from temporalio.client import Client
 from activities.sandbox import SandboxPayments
 from dunning import contract
 from dunning.models import CardUpdated, CustomerProfile, Pause, Resume, Stage, SubscriptionCanceled
-from tests.helpers.case_harness import CaseRunner, failure
+from tests.helpers.case_harness import CaseRunner
 
 
 async def search_attributes(client: Client, workflow_id: str) -> dict[str, object]:

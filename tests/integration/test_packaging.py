@@ -1,0 +1,115 @@
+"""The wheel carries what the service cannot run without: every module, the shipped policies and
+the message templates (`pip install .` once shipped neither policies nor templates).
+
+The wheel is built from a copy of the source (no stale `build/` can fill a gap), installed with
+its dependencies from the package index into a fresh venv without system site-packages, and
+checked from an empty folder in isolated mode, so nothing can be found in the source tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE = ["dunning", "workflows", "activities", "runtime", "starter", "worker.py"]
+
+pytestmark = pytest.mark.timeout(600)
+
+# Runs inside the installed venv: imports every module of the service from site-packages, loads
+# the shipped policies and renders every template in every language on every channel.
+CHECK = r"""
+import importlib, json, sys, sysconfig
+from pathlib import Path
+
+site = Path(sysconfig.get_paths()["purelib"]).resolve()
+for name in json.loads(sys.argv[1]):
+    module = importlib.import_module(name)
+    assert Path(module.__file__).resolve().is_relative_to(site), (name, module.__file__)
+
+from activities import messages
+from dunning import policy
+from dunning.models import Channel
+
+assert messages.TEMPLATE_DIR.resolve().is_relative_to(site), messages.TEMPLATE_DIR
+assert policy.SHIPPED_POLICY_DIR.resolve().is_relative_to(site), policy.SHIPPED_POLICY_DIR
+policies = policy.load_policies()
+context = {
+    "customer_name": "Anna Smith", "plan_name": "Pro", "amount_due": 4900, "currency": "usd",
+    "timezone": "America/New_York", "company_name": "Acme", "support_email": "help@acme.example",
+    "update_url": "https://pay.acme.example/u/cus_1", "next_retry_at": "2026-11-24T14:00:00+00:00",
+    "grace_ends_at": "2026-12-05T14:00:00+00:00", "cancel_at": "2027-01-04T14:00:00+00:00",
+    "days_left": 11, "decline_category": "soft", "decline_code": "insufficient_funds",
+    "card_brand": "Visa", "card_last4": "4242", "card_exp_month": 12, "card_exp_year": 2026,
+}
+rendered = []
+for language in messages.LANGUAGES:
+    for template in messages.TEMPLATES:
+        for channel in Channel:
+            message = messages.render_message(template, channel, context, locale=language)
+            assert message.text.strip(), (language, template, channel)
+            if channel is Channel.EMAIL:
+                assert message.subject and message.html, (language, template)
+            rendered.append(f"{language}/{template}/{channel.value}")
+print(json.dumps({"policies": sorted(policies), "rendered": rendered}))
+"""
+
+
+def service_modules() -> list[str]:
+    """Every module of the service in the source tree, as the installed venv must import it."""
+    names = []
+    for entry in SERVICE:
+        path = ROOT / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            parts = list(file.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            names.append(".".join(parts))
+    return names
+
+
+def run(*args: str | Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(map(str, args))}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_the_installed_wheel_has_every_module_the_policies_and_the_templates(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", ".dunning"
+        ),
+    )
+    wheels = tmp_path / "wheels"
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, source, cwd=tmp_path, timeout=300)
+    (wheel,) = wheels.glob("*.whl")
+
+    env_dir = tmp_path / "venv"
+    try:
+        venv.create(env_dir, with_pip=True, system_site_packages=False)
+        python = env_dir / "bin" / "python"
+        run(python, "-m", "pip", "install", "--quiet", wheel, cwd=tmp_path, timeout=600)
+
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        # -I: no PYTHONPATH, no user site, not even the current folder on sys.path.
+        result = run(python, "-I", "-c", CHECK, json.dumps(service_modules()), cwd=empty, timeout=120)
+    finally:
+        # The venv holds the Temporal binaries (~430 MB); pytest would keep three runs of it.
+        shutil.rmtree(env_dir, ignore_errors=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "default" in report["policies"]
+    assert len(report["rendered"]) >= 2 * 6 * 3, report["rendered"]
