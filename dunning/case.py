@@ -8,7 +8,7 @@ activities, patches, search attributes) and hands the results back to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dunning import contract, schedule
 from dunning.declines import classify_decline, is_retryable_on_same_card
@@ -48,6 +48,11 @@ FINAL_NOTICE_TEMPLATE = "final_notice"
 #: Stripe's `cancellation_details.reason` when its own dunning canceled the subscription
 #: (Stripe's word, which happens to be our signal's name too).
 STRIPE_DUNNING_CANCELLATION = contract.Signal.PAYMENT_FAILED.value
+
+#: The furthest back a case may count from. Stripe retries a webhook for three days, so an older
+#: failure is a replay or a reconciliation: counting from its real date would fast-forward the
+#: case past its first messages, or straight into suspension.
+MAX_FAILURE_AGE = timedelta(days=3)
 
 MessageContext = dict[str, str | int | float | bool | None]
 
@@ -535,7 +540,42 @@ class Case:
         s.seen_event_ids = [*s.seen_event_ids, event_id][-SEEN_EVENTS_KEPT:]
         return True
 
-    def payment_failed(self, failure: PaymentFailed, now: datetime) -> bool:
+    def names_another_customer(self, failure: PaymentFailed) -> bool:
+        """A case belongs to one customer: a failure naming another is never joined to it."""
+        return failure.customer_id is not None and failure.customer_id != self.state.customer_id
+
+    def refuse_other_customer(self, failure: PaymentFailed, now: datetime) -> None:
+        if self._first_time(failure.event_id):
+            self.log(
+                now,
+                "failure_refused",
+                f"{failure.invoice_id} names customer {failure.customer_id}, but this case is"
+                f" {self.state.customer_id}'s: not joined (check the subscription in Stripe)",
+            )
+
+    def failure_time_out_of_bounds(self, failure: PaymentFailed, now: datetime) -> bool:
+        """Dated in the future, or further back than a case may count from."""
+        occurred = failure.occurred_at
+        return occurred is not None and not now - MAX_FAILURE_AGE <= occurred <= now
+
+    def _failure_time(self, failure: PaymentFailed, now: datetime, clamp: bool) -> datetime:
+        occurred = failure.occurred_at
+        if occurred is None:
+            return now
+        if not clamp:
+            return min(occurred, now)
+        bounded = min(max(occurred, now - MAX_FAILURE_AGE), now)
+        if bounded != occurred:
+            self.log(
+                now,
+                "failure_time_clamped",
+                f"{failure.invoice_id} is dated {occurred:%Y-%m-%d %H:%M} UTC;"
+                f" the case counts from {bounded:%Y-%m-%d %H:%M} UTC",
+            )
+        return bounded
+
+    def payment_failed(self, failure: PaymentFailed, now: datetime, clamp_time: bool = False) -> bool:
+        """A failed invoice joins the case (or opens it); `clamp_time` keeps its date within bounds."""
         s = self.state
         if not self._first_time(failure.event_id):
             return False
@@ -545,7 +585,7 @@ class Case:
         if s.outcome:
             s.late_failures = [*s.late_failures, failure]
             return False
-        failed_at = min(failure.occurred_at, now) if failure.occurred_at else now
+        failed_at = self._failure_time(failure, now, clamp_time)
         if not s.invoices:
             s.anchor = failed_at
         invoice = InvoiceState(

@@ -79,6 +79,11 @@ PUBLISH_AT_START = "search-attributes-at-start"
 #: A subscription Stripe's own dunning canceled closes the case `canceled`, not `closed_by_customer`.
 STRIPE_DUNNING_CANCEL_IS_CANCELED = "stripe-dunning-cancel-is-canceled"
 
+#: A failure naming another customer than the case's is refused, never joined.
+ONE_CUSTOMER_PER_CASE = "one-customer-per-case"
+#: A failure dated in the future or more than MAX_FAILURE_AGE back is clamped, never a fast-forward.
+FAILURE_TIME_WITHIN_BOUNDS = "failure-time-within-bounds"
+
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 
@@ -296,7 +301,12 @@ class DunningWorkflow:
 
     @workflow.signal(name=contract.Signal.PAYMENT_FAILED.value)
     def payment_failed(self, failure: PaymentFailed) -> None:
-        self._wake_if(self.case.payment_failed(failure, workflow.now()))
+        case, now = self.case, workflow.now()
+        if case.names_another_customer(failure) and workflow.patched(ONE_CUSTOMER_PER_CASE):
+            case.refuse_other_customer(failure, now)
+            return
+        clamp = case.failure_time_out_of_bounds(failure, now) and workflow.patched(FAILURE_TIME_WITHIN_BOUNDS)
+        self._wake_if(case.payment_failed(failure, now, clamp_time=clamp))
 
     @workflow.signal(name=contract.Signal.CARD_UPDATED.value)
     def card_updated(self, update: CardUpdated) -> None:

@@ -425,3 +425,37 @@ def test_the_message_context_counts_only_open_invoices() -> None:
     context = case.message_context(T0 + 2 * DAY)
     assert (context["amount_due"], context["invoice_count"], context["amount_paid"]) == (2500, 1, 4900)
     assert context["days_left"] == 12
+
+
+# --- what the case accepts from an event ------------------------------------------------------
+
+
+def test_a_failure_naming_another_customer_is_refused_once_and_noted() -> None:
+    case = opened()
+    intruder = failure("in_9", customer_id="cus_other", event_id="evt_other")
+    assert case.names_another_customer(intruder)
+    assert not case.names_another_customer(failure("in_2", customer_id="cus_1"))
+    case.refuse_other_customer(intruder, T0 + DAY)
+    case.refuse_other_customer(intruder, T0 + DAY)  # redelivered
+    assert [e.event for e in case.state.timeline].count("failure_refused") == 1
+    assert [i.invoice_id for i in case.state.invoices] == ["in_1"]
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "counts_from"),
+    [
+        (datetime(1970, 1, 1, tzinfo=UTC), T0 - 3 * DAY),  # a replay from the past: at most 3 days back
+        (T0 + 365 * DAY, T0),  # from the future: now
+        (T0 - 2 * DAY, T0 - 2 * DAY),  # a late webhook within Stripe's retry window keeps its time
+    ],
+)
+def test_a_failure_keeps_its_own_time_within_bounds(occurred_at: datetime, counts_from: datetime) -> None:
+    case = Case.open("dunning-sub_1", "sub_1", "cus_1", make_policy(), T0)
+    dated = failure(occurred_at=occurred_at)
+    clamp = case.failure_time_out_of_bounds(dated, T0)
+    assert clamp is (occurred_at != counts_from)
+    case.payment_failed(dated, T0, clamp_time=clamp)
+    assert case.state.anchor == counts_from
+    assert ("failure_time_clamped" in [e.event for e in case.state.timeline]) is clamp
+    # Never a fast-forward: at worst the first message and the day-3 reminder are due, not suspension.
+    assert not isinstance(case.next_action(T0), Suspend)

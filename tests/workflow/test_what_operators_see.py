@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
@@ -12,8 +12,8 @@ from temporalio.client import Client
 
 from activities.sandbox import SandboxPayments
 from dunning import contract
-from dunning.models import CardUpdated, CustomerProfile, Pause, Resume, Stage, SubscriptionCanceled
-from tests.helpers.case_harness import CaseRunner
+from dunning.models import AccessState, CardUpdated, CustomerProfile, Pause, Resume, Stage, SubscriptionCanceled
+from tests.helpers.case_harness import CaseRunner, failure
 
 
 async def search_attributes(client: Client, workflow_id: str) -> dict[str, object]:
@@ -105,3 +105,34 @@ async def test_a_card_update_during_a_pause_waits_for_resume_then_charges_at_onc
         assert status.stage is Stage.RECOVERED
         assert len(runner.outbox.messages) == sent_before + 1  # the thank-you only
         assert timedelta(0) < status.timeline[-1].at - status.opened_at
+
+
+async def test_a_failure_dated_1970_does_not_fast_forward_the_case(time_env):
+    async with CaseRunner(time_env) as runner:
+        runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
+        case = await runner.open(
+            failure(occurred_at=datetime(1970, 1, 1, tzinfo=UTC)), record_as="failure_dated_1970"
+        )
+        await case.idle()
+        status = await case.status()
+        assert status.stage is Stage.RETRYING and status.access is AccessState.GRACE
+        assert case.day(status.grace_ends_at) == 14.0 - 3  # counted from at most three days back
+        assert [e.event for e in status.timeline][:2] == ["failure_time_clamped", "payment_failed"]
+        assert {t for _, _, t in await case.sent()} == {"reminder"}  # the latest due step, not the final notice
+        await case.signal(contract.Signal.SUBSCRIPTION_CANCELED, SubscriptionCanceled(reason="test over"))
+        await case.result()
+
+
+async def test_an_invoice_of_another_customer_never_joins_the_case(time_env):
+    async with CaseRunner(time_env) as runner:
+        case = await runner.open(record_as="another_customers_invoice")
+        await case.idle()
+        await case.signal(
+            contract.Signal.PAYMENT_FAILED, failure("in_other", customer_id="cus_intruder", event_id="evt_x")
+        )
+        await case.wait_days(0.01)
+        status = await case.status()
+        assert [i.invoice_id for i in status.invoices] == ["in_1"] and status.amount_due == 4900
+        assert status.timeline[-1].event == "failure_refused" and "cus_intruder" in status.timeline[-1].detail
+        await case.signal(contract.Signal.SUBSCRIPTION_CANCELED, SubscriptionCanceled(reason="test over"))
+        await case.result()
