@@ -376,7 +376,12 @@ class Case:
         return None
 
     def retry_now_result(self, results: list[ChargeResult]) -> RetryNowResult:
-        return RetryNowResult(results=results, stage=self.stage())
+        """The charges' results and the stage they leave the case in: when nothing is left
+        outstanding, the outcome the case is about to settle in, not "retrying"."""
+        stage = self.stage()
+        if self.is_open and self.state.invoices and not self.open_invoices():
+            stage = Stage.RECOVERED if any(i.status == "paid" for i in self.state.invoices) else Stage.WRITTEN_OFF
+        return RetryNowResult(results=results, stage=stage)
 
     # --- messages -----------------------------------------------------------------------
 

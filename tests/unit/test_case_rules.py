@@ -287,6 +287,15 @@ def test_retry_now_says_why_it_is_refused(setup: object, reason: str) -> None:
     assert case.retry_now_refusal(T0, charging=False) == reason
 
 
+def test_retry_now_that_pays_reports_the_case_recovered() -> None:
+    case = after_first_email(opened())
+    charge(case, T0 + DAY, succeeded(), trigger="operator: customer called")
+    assert case.retry_now_result([succeeded()]).stage is Stage.RECOVERED
+    declined_case = after_first_email(opened())
+    charge(declined_case, T0 + DAY, declined())
+    assert declined_case.retry_now_result([declined()]).stage is Stage.RETRYING
+
+
 def test_retry_now_is_refused_while_a_charge_runs() -> None:
     assert opened().retry_now_refusal(T0, charging=True) == "a charge is already in progress"
 
