@@ -208,7 +208,7 @@ class DemoRun:
                 await ops.extend_grace(self.client, c.subscription_id, 1, "customer asked for more time (demo)")
                 self.sent["extend_grace signal"] += 1
                 c.last = "asked for time: grace +1 day"
-            except (ops.CaseNotFound, ops.Rejected) as err:
+            except (ops.CaseNotFound, ops.Rejected, ops.Ignored) as err:
                 self.errors.append(f"extend_grace {c.subscription_id}: {err}")
 
     # --- watching ------------------------------------------------------------------------
