@@ -329,7 +329,8 @@ def resume(
     if done.after is None:
         _sent_without_worker(done.workflow_id, "resume")
     else:
-        nxt = f"; next: {done.after.next_action} {render.when(done.after.next_action_at)}" if done.after.next_action else ""
+        after = done.after
+        nxt = f"; next: {after.next_action} {render.when(after.next_action_at)}" if after.next_action else ""
         console.print(f"[green]resumed[/green] {done.workflow_id} (stage {done.after.stage.value}{escape(nxt)})")
 
 
@@ -371,6 +372,42 @@ def retry_now(
         console.print(render.retry_result_table(result, stage=outcome.stage))
     if not result.results:
         err_console.print("[yellow]nothing was charged[/yellow]")
+
+
+# --- events we never got ---------------------------------------------------------------------
+
+
+@app.command()
+def reconcile(
+    apply: Annotated[bool, typer.Option("--apply", help="Open the missing cases (default: only list them).")] = False,
+) -> None:
+    """Open the cases Stripe never told us about: its open, failed subscription invoices without a case.
+
+    Run it after installing the service and after the API was unreachable for longer than Stripe's
+    three days of webhook retries. Dry run by default; idempotent with --apply.
+    """
+    from dunning.policy import load_policies
+    from runtime.settings import Settings, reveal
+    from starter.cli.reconcile import findings_table
+    from starter.cli.reconcile import reconcile as run
+
+    settings = Settings()
+    if not reveal(settings.stripe_api_key):
+        _fail("STRIPE_API_KEY is not set: reconcile reads the open invoices from Stripe")
+    policies = load_policies(settings.dunning_policy_dir)
+
+    async def work(client: Client):  # noqa: ANN202
+        from activities.backends import ProviderRejected, ProviderUnavailable
+
+        try:
+            return await run(client, settings, policies, apply=apply, console=err_console)
+        except (ProviderRejected, ProviderUnavailable) as err:
+            raise Failure(str(err)) from err
+
+    findings = _run(work)
+    console.print(findings_table(findings, apply))
+    if any(f.state == "failed" for f in findings):
+        raise typer.Exit(EXIT_ERROR)
 
 
 # --- demo -------------------------------------------------------------------------------------
