@@ -73,7 +73,9 @@ async def check_open_cases_decodable(client: Client, task_queue: str, sample: in
         except DecryptionError as err:
             return workflow_id, err
         except RPCError as err:
-            log.warning("could not read a case's start to check its encryption", workflow_id=workflow_id, error=err.message)
+            log.warning(
+                "could not read a case's start to check its encryption", workflow_id=workflow_id, error=err.message
+            )
         return None
 
     failures = [f for f in await asyncio.gather(*(check(w, r) for w, r in cases)) if f]

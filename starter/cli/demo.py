@@ -35,11 +35,6 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-#: Temporal answers that mean "not now" (the server restarting): wait and look again.
-TRANSIENT = frozenset(
-    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.RESOURCE_EXHAUSTED}
-)
-
 from dunning import contract
 from dunning.models import Stage
 from starter.cli import operator as ops
@@ -50,6 +45,16 @@ SOFT = "pm_card_chargeDeclinedInsufficientFunds"
 HARD = "pm_card_chargeDeclinedExpiredCard"
 AUTH = "pm_card_authenticationRequired"
 GOOD = "pm_card_visa"
+
+#: Temporal answers that mean "not now" (the server restarting): wait and look again.
+TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayment
 from dunning.models import DunningInput
 from runtime.codec import data_converter
 from runtime.preflight import check_open_cases_decodable
-from tests.helpers.case_harness import failure, make_policy as policy
+from tests.helpers.case_harness import failure
+from tests.helpers.case_harness import make_policy as policy
 from tests.helpers.trust_harness import codec_client
 from workflows.dunning_workflow import DunningWorkflow
 

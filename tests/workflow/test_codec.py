@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from dunning.models import CardUpdated, PaymentFailed, Stage
 from runtime.codec import (
     ENCODING,
     KEY_ID_METADATA,
@@ -23,7 +24,6 @@ from runtime.codec import (
     data_converter,
     parse_keys,
 )
-from dunning.models import CardUpdated, PaymentFailed, Stage
 from tests.helpers.case_harness import CaseRunner, failure
 
 
