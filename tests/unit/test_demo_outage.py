@@ -75,6 +75,7 @@ async def test_the_demo_waits_for_a_restarting_stack_and_finishes() -> None:
 async def test_the_demo_gives_up_in_one_line_after_its_tolerance() -> None:
     out = io.StringIO()
     async with httpx.AsyncClient(transport=api(restarting_for=0)) as http:
-        run = DemoRun(config(outage_tolerance=1.5), RestartingTemporal(down=10_000), Console(file=out), http)  # type: ignore[arg-type]
+        temporal = RestartingTemporal(down=10_000)
+        run = DemoRun(config(outage_tolerance=1.5), temporal, Console(file=out), http)  # type: ignore[arg-type]
         with pytest.raises(ops.Rejected, match="unavailable for [0-9]+s .*giving up"):
             await run.run()
