@@ -13,16 +13,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
+from runtime.codec import EncryptionConfigError
 from runtime.logging import configure_logging
+from runtime.preflight import check_open_cases_decodable
 from runtime.settings import ConfigError, Settings
-from runtime.temporal import connect
+from runtime.temporal import TemporalUnreachable, connect
 from workflows.dunning_workflow import DunningWorkflow
 
 log = structlog.get_logger("dunning.worker")
+
+#: What stops a worker at start for the operator to fix: one line, no traceback.
+STARTUP_ERRORS = (ConfigError, EncryptionConfigError, TemporalUnreachable)
 
 
 def build_worker(
@@ -51,7 +57,10 @@ def build_worker(
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     activities = build_activities(settings)  # before connecting: a bad configuration stops us first
-    worker = build_worker(await connect(settings), settings, activities)
+    client = await connect(settings)
+    # Before taking a task: cases encrypted with a key we don't hold would fail every one of them.
+    await check_open_cases_decodable(client, settings.dunning_task_queue)
+    worker = build_worker(client, settings, activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,12 +72,17 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 
 def main() -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as err:  # a variable with a value it can't take: name it, no traceback
+        first = err.errors()[0]
+        print(f"error: {'.'.join(map(str, first['loc'])).upper()}: {first['msg']}", file=sys.stderr)
+        return 1
     configure_logging(settings.dunning_log_level, settings.dunning_log_format)
     try:
         asyncio.run(run_worker(settings))
-    except ConfigError as err:  # the operator's to fix, not a bug: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
+    except STARTUP_ERRORS as err:  # the operator's to fix, not a bug: one line, no traceback
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     return 0
 

@@ -322,6 +322,7 @@ class FakeStripe:
         route = self.server.expect_request
         route(re.compile(r"^/v1/invoices/[^/]+/pay$"), method="POST").respond_with_handler(self._pay)
         route(re.compile(r"^/v1/invoices/[^/]+$"), method="GET").respond_with_handler(self._get_invoice)
+        route("/v1/invoices", method="GET").respond_with_handler(self._list_invoices)
         route(re.compile(r"^/v1/customers/[^/]+$"), method="GET").respond_with_handler(self._get_customer)
         route(re.compile(r"^/v1/subscriptions/[^/]+$")).respond_with_handler(self._subscription)
         route("/v1/billing_portal/sessions", method="POST").respond_with_handler(self._portal)
@@ -394,6 +395,30 @@ class FakeStripe:
                 },
             }
         return self._json(200, body)
+
+    def _list_invoices(self, request: Request) -> Response:
+        """`GET /v1/invoices`: Stripe's list, newest first, filtered by `status`, `collection_method`,
+        `customer`, `subscription`, paged by `limit` (default 10, at most 100) and `starting_after`."""
+        self._record(request)
+        args = request.args
+        found = sorted(self.invoices.values(), key=lambda i: (i.get("created") or 0, i["id"]), reverse=True)
+        for name in ("status", "collection_method", "customer"):
+            if name in args:
+                found = [i for i in found if i.get(name) == args[name]]
+        if "subscription" in args:
+            found = [
+                i
+                for i in found
+                if ((i.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+                == args["subscription"]
+            ]
+        if "starting_after" in args:
+            ids = [i["id"] for i in found]
+            found = found[ids.index(args["starting_after"]) + 1 :] if args["starting_after"] in ids else []
+        limit = max(1, min(100, int(args.get("limit", 10))))
+        return self._json(
+            200, {"object": "list", "data": found[:limit], "has_more": len(found) > limit, "url": "/v1/invoices"}
+        )
 
     def _pay(self, request: Request) -> Response:
         seen = self._record(request)

@@ -13,7 +13,10 @@ one first and keeping the old one until no open case (and no history you still w
 uses it. Each payload names its key id in its metadata. Payloads without the encryption
 marker pass through untouched, so histories written before encryption was switched on
 still read. A payload that was altered, or whose key is unknown, fails loudly: it is never
-returned half-decoded.
+returned half-decoded, and the error names the key id it needs. With encryption switched off
+(no keys), an encrypted payload fails with the same kind of message ("encryption is off")
+instead of the converter's bare "Failed decoding arguments": that message is what the Temporal
+UI shows as the case's workflow task failure, and what the worker logs.
 
 Make a key: `python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`.
 """
@@ -26,6 +29,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
@@ -39,13 +43,35 @@ KEY_ID_METADATA = "encryption-key-id"
 NONCE_BYTES = 12
 _KEY_SIZES = (16, 24, 32)
 
+log = structlog.get_logger("dunning.codec")
+
 
 class EncryptionConfigError(ValueError):
     """`DUNNING_ENCRYPTION_KEYS` is malformed. The message names the entry, never the key."""
 
 
 class DecryptionError(ValueError):
-    """An encrypted payload could not be decrypted: tampered with, or its key is not configured."""
+    """An encrypted payload could not be decrypted: tampered with, or its key is not configured.
+
+    `key_id` is the key the payload names (what the operator must add back)."""
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+def payload_key_id(payload: Payload) -> str | None:
+    """The key id an encrypted payload names; None for a payload that is not encrypted."""
+    if payload.metadata.get("encoding") != ENCODING:
+        return None
+    return payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+
+
+def _refuse(message: str, key_id: str | None) -> DecryptionError:
+    """The error, logged once where it happens: in the worker that is the line saying why a case
+    is stuck (the SDK's own log line only says that an activation failed)."""
+    log.error("payload cannot be decrypted", key_id=key_id, reason=message)
+    return DecryptionError(message, key_id)
 
 
 def parse_keys(spec: str) -> list[tuple[str, bytes]]:
@@ -109,30 +135,61 @@ class EncryptionCodec(PayloadCodec):
         )
 
     def decrypt(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCODING:
+        key_id = payload_key_id(payload)
+        if key_id is None:
             return payload  # written before encryption was on (or by another codec): pass through
-        key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise DecryptionError(f"payload encrypted with key {key_id!r}, which is not in {ENV_VAR}")
+            held = ", ".join(repr(k) for k in self._ciphers)
+            raise _refuse(
+                f"payload encrypted with key {key_id!r}, which {ENV_VAR} does not hold (it holds {held}): "
+                f"add that key back to {ENV_VAR}",
+                key_id,
+            )
         data = payload.data
         if len(data) < NONCE_BYTES + 16:  # nonce + GCM tag at the least
-            raise DecryptionError(f"payload encrypted with key {key_id!r} is truncated")
+            raise _refuse(f"payload encrypted with key {key_id!r} is truncated", key_id)
         try:
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
-            raise DecryptionError(f"payload encrypted with key {key_id!r} failed authentication") from None
+            raise _refuse(
+                f"payload encrypted with key {key_id!r} failed authentication: altered, or {ENV_VAR} "
+                f"gives {key_id!r} a different value than the one it was encrypted with",
+                key_id,
+            ) from None
         decoded = Payload()
         decoded.ParseFromString(plain)
         return decoded
 
 
+class EncryptionOffCodec(PayloadCodec):
+    """Encryption switched off: payloads leave as they are, but an encrypted one arriving (a case
+    started while encryption was on) fails with the key id it needs, not "Failed decoding
+    arguments" from a converter that has never heard of `binary/encrypted`."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            key_id = payload_key_id(payload)
+            if key_id is not None:
+                raise _refuse(
+                    f"payload encrypted with key {key_id!r}, but encryption is off: {ENV_VAR} is not set "
+                    f"(set it with the key {key_id!r} to read this case)",
+                    key_id,
+                )
+        return list(payloads)
+
+
 def data_converter(keys: SecretStr | str | None = None) -> DataConverter:
     """The contract's pydantic converter; with keys set, also the codec, and failure messages
-    and stack traces moved into (encrypted) payloads so they carry no customer data either."""
+    and stack traces moved into (encrypted) payloads so they carry no customer data either.
+    Without keys, the pydantic converter with a codec that only recognises encrypted payloads
+    and refuses them by name (`EncryptionOffCodec`)."""
     codec = EncryptionCodec.from_keys(keys)
     if codec is None:
-        return pydantic_data_converter
+        return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionOffCodec())
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=codec,

@@ -7,12 +7,15 @@
     dunning pause CASE --reason R   |  dunning resume CASE
     dunning extend-grace CASE --days N --reason R
     dunning retry-now CASE          (exit 1 when the case refuses)
+    dunning reconcile [--apply]     open the cases Stripe's webhooks never told us about
     dunning demo                    realistic signed webhook traffic through the running API
 
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, profiles); `localhost:7233` by default.
 
-Exit codes: 0 done, 1 refused / not found / unreachable / misconfigured, 2 bad usage.
+Exit codes: 0 done, 1 error (refused / not found / unreachable / misconfigured; one line on
+stderr, never a traceback), 2 bad usage, 3 ignored (the case would not act on the signal: already
+paused, not paused, closing; nothing was sent).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -48,6 +52,9 @@ err_console = Console(stderr=True)
 
 T = TypeVar("T")
 
+EXIT_ERROR = 1
+EXIT_IGNORED = 3
+
 
 class Failure(Exception):
     """A command failed in a way the operator should read, not a traceback."""
@@ -56,36 +63,76 @@ class Failure(Exception):
 # --- plumbing -------------------------------------------------------------------------
 
 
-def _address() -> str:
-    return os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _say(label: str, message: object, code: int) -> NoReturn:
+    """One line on stderr (never wrapped, whatever the terminal's width), then exit `code`."""
+    err_console.print(f"{label} {escape(_one_line(message))}", soft_wrap=True, emoji=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _fail(message: object, label: str = "[red]error:[/red]") -> NoReturn:
+    _say(label, message, EXIT_ERROR)
+
+
+def operator_errors() -> tuple[type[BaseException], ...]:
+    """What the operator must fix, not a bug: bad settings, keys, policies, an unreachable or
+    unreadable Temporal. Each ends a command in one line and exit 1 (see `main`)."""
+    from pydantic import ValidationError
+
+    from dunning.policy import PolicyError
+    from runtime.codec import DecryptionError, EncryptionConfigError
+    from runtime.settings import ConfigError
+    from runtime.temporal import TemporalUnreachable
+
+    return (ConfigError, EncryptionConfigError, DecryptionError, PolicyError, TemporalUnreachable, ValidationError)
+
+
+def _describe(err: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):  # the environment's settings: name the variable and why
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]).upper()
+        return f"{where}: {first['msg']}" + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")
+    from runtime.codec import DecryptionError
+
+    if isinstance(err, DecryptionError):
+        return f"cannot read the case: {err}"
+    return str(err)
 
 
 async def _client() -> Client:
-    from runtime.temporal import connect
+    from runtime.temporal import TemporalUnreachable, connect
 
     try:
         return await connect()
-    except RuntimeError as err:
-        raise Failure(f"cannot reach Temporal at {_address()}: {err}. Is `dunning up` running?") from err
+    except TemporalUnreachable as err:
+        raise Failure(f"{err}. Is `dunning up` running?") from err
 
 
 def _run(work: Callable[[Client], Awaitable[T]]) -> T:
-    """Connect, do the work, and turn known failures into a message and exit code 1."""
+    """Connect, do the work, and turn known failures into one line and exit code 1 (3: ignored)."""
 
     async def go() -> T:
         return await work(await _client())
 
     try:
         return asyncio.run(go())
+    except ops.Ignored as err:
+        _say("[yellow]ignored:[/yellow]", err, EXIT_IGNORED)
     except ops.CaseNotFound as err:
-        err_console.print(f"[red]not found:[/red] {err}")
+        _fail(err, "[red]not found:[/red]")
     except ops.Rejected as err:
-        err_console.print(f"[red]refused:[/red] {err}")
+        _fail(err, "[red]refused:[/red]")
     except Failure as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        _fail(err)
     except RPCError as err:
-        err_console.print(f"[red]Temporal said no:[/red] {err.status.name if err.status else ''} {err.message}")
-    raise typer.Exit(1)
+        _fail(f"{err.status.name if err.status else ''} {err.message}", "[red]Temporal said no:[/red]")
+    except operator_errors() as err:
+        _fail(_describe(err))
 
 
 # --- running the service ----------------------------------------------------------------
@@ -131,22 +178,16 @@ def up(
 def worker() -> None:
     """Run a worker: DunningWorkflow and its activities on the `dunning` task queue."""
     from runtime.logging import configure_logging
-    from runtime.settings import ConfigError, Settings
-    from worker import run_worker
+    from runtime.settings import Settings
+    from worker import STARTUP_ERRORS, run_worker
 
     settings = Settings()
     configure_logging(settings.dunning_log_level, settings.dunning_log_format)
 
     try:
         asyncio.run(run_worker(settings))
-    except ConfigError as err:
-        err_console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line, whatever the width
-        raise typer.Exit(1) from None
-    except RuntimeError as err:
-        if "connect" not in str(err).lower():
-            raise
-        err_console.print(f"[red]error:[/red] cannot reach Temporal at {_address()}: {err}")
-        raise typer.Exit(1) from None
+    except STARTUP_ERRORS as err:  # configuration, keys, unreachable Temporal, unreadable cases
+        _fail(str(err))
 
 
 @app.command()
@@ -157,6 +198,13 @@ def api(
 ) -> None:
     """Serve the HTTP API (`starter.api:app`) with uvicorn."""
     import uvicorn
+
+    from dunning.policy import load_policies
+    from runtime.settings import Settings
+
+    # The app loads them at start-up too, but under uvicorn a bad file is a 120-line traceback
+    # before the reason: check first and say only the reason.
+    load_policies(Settings().dunning_policy_dir)
 
     uvicorn.run("starter.api:app", host=host, port=port, log_level=log_level, proxy_headers=True)
 
@@ -233,7 +281,7 @@ def list_cases(
                 json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(row).items()})
             )
         return
-    console.print(render.cases_table(rows, query))
+    console.print(render.cases_table(rows, query, width=console.width))
 
 
 app.command("list")(list_cases)
@@ -261,9 +309,13 @@ def pause(
     case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
     reason: Annotated[str, typer.Option(help="Why (shown in the case and the UI).")],
 ) -> None:
-    """Pause a case: no charge, no message until resumed (the `pause` signal)."""
-    wid = _run(lambda client: ops.pause(client, case, reason))
-    console.print(f"[blue]paused[/blue] {wid}: {reason}")
+    """Pause a case: no charge, no message until resumed (the `pause` signal). Exit 3 when it
+    is already paused (nothing is sent)."""
+    done = _run(lambda client: ops.pause(client, case, reason))
+    if done.after is None:
+        _sent_without_worker(done.workflow_id, "pause")
+    else:
+        console.print(f"[blue]paused[/blue] {done.workflow_id}: {escape(reason)}")
 
 
 @app.command()
@@ -271,9 +323,15 @@ def resume(
     case: Annotated[str, typer.Argument(help="Case id or subscription id.")],
     reason: Annotated[str, typer.Option(help="Why.")] = "resumed by operator",
 ) -> None:
-    """Resume a paused case (the `resume` signal); its schedule moves by the time spent paused."""
-    wid = _run(lambda client: ops.resume(client, case, reason))
-    console.print(f"[green]resumed[/green] {wid}")
+    """Resume a paused case (the `resume` signal); its schedule moves by the time spent paused.
+    Exit 3 when it is not paused (nothing is sent)."""
+    done = _run(lambda client: ops.resume(client, case, reason))
+    if done.after is None:
+        _sent_without_worker(done.workflow_id, "resume")
+    else:
+        after = done.after
+        nxt = f"; next: {after.next_action} {render.when(after.next_action_at)}" if after.next_action else ""
+        console.print(f"[green]resumed[/green] {done.workflow_id} (stage {done.after.stage.value}{escape(nxt)})")
 
 
 @app.command("extend-grace")
@@ -283,8 +341,20 @@ def extend_grace(
     reason: Annotated[str, typer.Option(help="Why (e.g. 'asked for time').")] = "grace extended by operator",
 ) -> None:
     """Give the customer more days before suspension (the `extend_grace` signal)."""
-    wid = _run(lambda client: ops.extend_grace(client, case, days, reason))
-    console.print(f"[green]grace extended[/green] {wid} by {days} day(s): {reason}")
+    done = _run(lambda client: ops.extend_grace(client, case, days, reason))
+    if done.after is None:
+        _sent_without_worker(done.workflow_id, "extend grace")
+        return
+    until = f"; grace now ends {render.when(done.after.grace_ends_at)}" if done.after.grace_ends_at else ""
+    console.print(f"[green]grace extended[/green] {done.workflow_id} by {days} day(s): {escape(reason)}{until}")
+
+
+def _sent_without_worker(workflow_id: str, what: str) -> None:
+    console.print(f"[yellow]sent[/yellow] {what} to {workflow_id}")
+    err_console.print(
+        "[yellow]no worker answered the status query: the case acts on it when a worker runs[/yellow]",
+        soft_wrap=True,
+    )
 
 
 @app.command("retry-now")
@@ -294,13 +364,50 @@ def retry_now(
     as_json: Annotated[bool, typer.Option("--json", help="The raw update result.")] = False,
 ) -> None:
     """Charge the outstanding invoices now (the `retry_now` update). Exit 1 when the case refuses."""
-    result = _run(lambda client: ops.retry_now(client, case, reason))
+    outcome = _run(lambda client: ops.retry_now(client, case, reason))
+    result = outcome.result
     if as_json:
-        console.print_json(result.model_dump_json())
+        console.print_json(json.dumps({**json.loads(result.model_dump_json()), "stage": outcome.stage}))
     else:
-        console.print(render.retry_result_table(result))
+        console.print(render.retry_result_table(result, stage=outcome.stage))
     if not result.results:
         err_console.print("[yellow]nothing was charged[/yellow]")
+
+
+# --- events we never got ---------------------------------------------------------------------
+
+
+@app.command()
+def reconcile(
+    apply: Annotated[bool, typer.Option("--apply", help="Open the missing cases (default: only list them).")] = False,
+) -> None:
+    """Open the cases Stripe never told us about: its open, failed subscription invoices without a case.
+
+    Run it after installing the service and after the API was unreachable for longer than Stripe's
+    three days of webhook retries. Dry run by default; idempotent with --apply.
+    """
+    from dunning.policy import load_policies
+    from runtime.settings import Settings, reveal
+    from starter.cli.reconcile import findings_table
+    from starter.cli.reconcile import reconcile as run
+
+    settings = Settings()
+    if not reveal(settings.stripe_api_key):
+        _fail("STRIPE_API_KEY is not set: reconcile reads the open invoices from Stripe")
+    policies = load_policies(settings.dunning_policy_dir)
+
+    async def work(client: Client):  # noqa: ANN202
+        from activities.backends import ProviderRejected, ProviderUnavailable
+
+        try:
+            return await run(client, settings, policies, apply=apply, console=err_console)
+        except (ProviderRejected, ProviderUnavailable) as err:
+            raise Failure(str(err)) from err
+
+    findings = _run(work)
+    console.print(findings_table(findings, apply))
+    if any(f.state == "failed" for f in findings):
+        raise typer.Exit(EXIT_ERROR)
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -353,6 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="dunning")  # standalone: usage errors print and exit 2
         code = 0
+    except operator_errors() as err:  # raised outside `_run` (settings, policies, keys): one line
+        err_console.print(
+            f"[red]error:[/red] {escape(_one_line(_describe(err)))}", soft_wrap=True, emoji=False, highlight=False
+        )
+        code = EXIT_ERROR
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:

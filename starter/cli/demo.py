@@ -46,6 +46,16 @@ HARD = "pm_card_chargeDeclinedExpiredCard"
 AUTH = "pm_card_authenticationRequired"
 GOOD = "pm_card_visa"
 
+#: Temporal answers that mean "not now" (the server restarting): wait and look again.
+TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
 
 @dataclass(frozen=True)
 class Persona:
@@ -81,6 +91,8 @@ class DemoConfig:
     live: bool = True
     seed: int | None = None
     spread: float = 15.0  # seconds over which the first failures arrive
+    # How long Temporal or the API may be away (a stack restarting under the demo) before it gives up.
+    outage_tolerance: float = 120.0
 
 
 @dataclass
@@ -114,6 +126,27 @@ class DemoRun:
     steps: list[Step] = field(default_factory=list)
     sent: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    #: When Temporal stopped answering (monotonic seconds), while it doesn't; how often it came back.
+    outage_since: float | None = None
+    outages: int = 0
+
+    def _unavailable(self, what: str) -> None:
+        """Temporal (or the API) is away: keep going until `outage_tolerance`, then give up in one line."""
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = now
+            self.outages += 1
+        elif now - self.outage_since > self.config.outage_tolerance:
+            raise ops.Rejected(
+                f"Temporal has been unavailable for {now - self.outage_since:.0f}s ({what}); giving up. "
+                "Is `dunning up` running?"
+            )
+
+    def backoff(self) -> float:
+        """Seconds until the next look: 1 normally, growing to 10 while Temporal is away."""
+        if self.outage_since is None:
+            return 1.0
+        return min(10.0, 1.0 + (time.monotonic() - self.outage_since) / 4)
 
     # --- population ----------------------------------------------------------------------
 
@@ -142,7 +175,9 @@ class DemoRun:
 
     async def post(self, event: dict) -> None:
         body = se.encode(event)
-        for attempt in range(4):
+        give_up = time.monotonic() + self.config.outage_tolerance
+        attempt = 0
+        while True:
             headers = {"Stripe-Signature": se.sign(body, self.config.secret), "Content-Type": "application/json"}
             try:
                 response = await self.http.post(f"{self.config.api_url}/webhooks/stripe", content=body, headers=headers)
@@ -155,7 +190,11 @@ class DemoRun:
                 problem = f"{event['type']}: HTTP {response.status_code} {response.text[:200]}"
                 if response.status_code < 500:
                     break  # a 4xx will not change on retry (bad secret, bad body)
-            await asyncio.sleep(0.5 * 2**attempt)  # like Stripe, retry what failed on our side
+            if time.monotonic() > give_up:
+                break
+            # Like Stripe, retry what failed on our side, long enough for the stack to restart.
+            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+            attempt += 1
         self.errors.append(problem)
 
     async def act(self, step: Step) -> None:
@@ -208,7 +247,7 @@ class DemoRun:
                 await ops.extend_grace(self.client, c.subscription_id, 1, "customer asked for more time (demo)")
                 self.sent["extend_grace signal"] += 1
                 c.last = "asked for time: grace +1 day"
-            except (ops.CaseNotFound, ops.Rejected) as err:
+            except (ops.CaseNotFound, ops.Rejected, ops.Ignored) as err:
                 self.errors.append(f"extend_grace {c.subscription_id}: {err}")
 
     # --- watching ------------------------------------------------------------------------
@@ -220,7 +259,11 @@ class DemoRun:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return
+            if err.status in TRANSIENT:
+                self._unavailable(f"{err.status.name}: {err.message}")
+                return
             raise
+        self.outage_since = None
         case.running = desc.status == WorkflowExecutionStatus.RUNNING
         stage = desc.typed_search_attributes.get(contract.DUNNING_STAGE)
         if stage:
@@ -259,6 +302,9 @@ class DemoRun:
             )
         sent = ", ".join(f"{k} ×{v}" for k, v in sorted(self.sent.items())) or "nothing yet"
         footer = Text(f"sent: {sent}", style="dim")
+        if self.outage_since is not None:
+            away = time.monotonic() - self.outage_since
+            footer.append(f"\nTemporal unavailable for {away:.0f}s: waiting for it to come back", style="yellow")
         if self.errors:
             footer.append(f"\nproblems: {len(self.errors)}; last: {self.errors[-1]}", style="red")
         return Group(title, summary, detail, footer)
@@ -294,6 +340,8 @@ class DemoRun:
                 live_view.update(self.view(elapsed))
             else:
                 line = " · ".join(f"{k} {v}" for k, v in sorted(self.counts().items()))
+                if self.outage_since is not None:
+                    line += " · Temporal unavailable, waiting"
                 if line != last_line or elapsed - last_print > 30:
                     self.console.print(f"[{elapsed:5.0f}s] {line}")
                     last_line, last_print = line, elapsed
@@ -307,7 +355,7 @@ class DemoRun:
                 await tick()
                 if self.finished():
                     break
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.backoff())
             await asyncio.gather(*(self.refresh(c) for c in self.cases))
         finally:
             if live_view is not None:
@@ -321,6 +369,8 @@ class DemoRun:
             f"{'all' if self.finished() else done} of {len(self.cases)} cases closed after {elapsed:.0f}s. "
             f"See them in the Temporal UI, or `dunning list` / `dunning show {self.cases[0].subscription_id}`."
         )
+        if self.outages:
+            self.console.print(f"Temporal was unavailable {self.outages} time(s) during the demo; the demo waited.")
         if self.errors:
             self.console.print(f"[red]{len(self.errors)} problem(s):[/red]")
             for problem in self.errors[:20]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rich.console import Group
+from rich import box
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dunning import contract
 from dunning.models import CaseStatus, ChargeResult, RetryNowResult, Stage
 from dunning.money import format_money
 from starter.cli.operator import CaseRow
@@ -84,23 +86,75 @@ def _decline(result: ChargeResult) -> str:
     return ", ".join(x for x in (result.decline_code or result.code, result.category and result.category.value) if x)
 
 
-def cases_table(rows: list[CaseRow], query: str) -> Table:
-    """`dunning list`: one line per case, with the visibility query it answers as the caption."""
-    table = Table(title=f"{len(rows)} case(s)", caption=query, caption_style="dim", expand=False)
-    for column in ("case", "customer", "stage", "owed", "decline", "tries", "next action", "status"):
-        table.add_column(column, no_wrap=column in ("case", "customer", "stage", "next action"))
+#: `dunning list`'s columns, most important first: the narrower the terminal, the more of the
+#: last ones are left out (never squeezed to nothing; `--json` has every field).
+CASE_COLUMNS = ("case", "stage", "owed", "next action", "customer", "tries", "decline", "status")
+
+
+def _next(at: datetime | None, compact: bool) -> str:
+    if at is None:
+        return "—"
+    shown = when(at, short=True)
+    return shown.split(" (")[0] if compact else shown  # `in 2h 59m`, without the clock
+
+
+def _case_cells(row: CaseRow, compact: bool) -> dict[str, str | Text]:
+    case = (row.subscription_id or contract.subscription_of(row.workflow_id)) if compact else row.workflow_id
+    return {
+        "case": case,
+        "customer": row.customer_id or "—",
+        "stage": style_stage(row.stage),
+        "owed": money(row.amount_due, row.currency),
+        "decline": row.decline_category or "—",
+        "tries": str(row.retry_attempts or 0),
+        "next action": _next(row.next_action_at, compact),
+        "status": row.status.lower(),
+    }
+
+
+def _table(rows: list[CaseRow], query: str, columns: tuple[str, ...], compact: bool, hidden: list[str]) -> Table:
+    caption = query if not hidden else f"{query}\nnot shown at this width: {', '.join(hidden)} (see --json)"
+    table = Table(
+        title=f"{len(rows)} case(s)",
+        caption=caption,
+        caption_style="dim",
+        expand=False,
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        pad_edge=not compact,
+        show_edge=not compact,
+        collapse_padding=compact,
+    )
+    for column in columns:
+        table.add_column("subscription" if compact and column == "case" else column, no_wrap=True)
     for row in rows:
-        table.add_row(
-            row.workflow_id,
-            row.customer_id or "—",
-            style_stage(row.stage),
-            money(row.amount_due, row.currency),
-            row.decline_category or "—",
-            str(row.retry_attempts or 0),
-            when(row.next_action_at, short=True) if row.next_action_at else "—",
-            row.status.lower(),
-        )
+        cells = _case_cells(row, compact)
+        table.add_row(*(cells[c] for c in columns))
     return table
+
+
+def cases_table(rows: list[CaseRow], query: str, width: int | None = None) -> Table:
+    """`dunning list`: one line per case, with the visibility query it answers as the caption.
+
+    Fits `width` (the terminal's): no column is squeezed; when all of them don't fit, the case is
+    named by its subscription id, borders thin out, and the least useful columns are left out
+    (the caption says which)."""
+    width = width or 200
+    measure = Console(width=10_000)
+
+    def fits(table: Table) -> bool:
+        return measure.measure(table).maximum <= width
+
+    full = _table(rows, query, CASE_COLUMNS, compact=False, hidden=[])
+    if fits(full):
+        return full
+    columns = list(CASE_COLUMNS)
+    while len(columns) > 2:
+        hidden = [c for c in CASE_COLUMNS if c not in columns]
+        table = _table(rows, query, tuple(columns), compact=True, hidden=hidden)
+        if fits(table):
+            return table
+        columns.pop()
+    return _table(rows, query, tuple(columns), compact=True, hidden=[c for c in CASE_COLUMNS if c not in columns])
 
 
 def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
@@ -180,9 +234,10 @@ def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
     return Group(*parts)
 
 
-def retry_result_table(result: RetryNowResult) -> Table:
-    """`dunning retry-now`: what each outstanding invoice's charge gave."""
-    table = Table(title=f"retry now → stage {result.stage.value}", title_justify="left")
+def retry_result_table(result: RetryNowResult, stage: str | None = None) -> Table:
+    """`dunning retry-now`: what each outstanding invoice's charge gave, and the stage the case is
+    in afterwards (`stage`, once it settled; the update's own answer otherwise)."""
+    table = Table(title=f"retry now → stage {stage or result.stage.value}", title_justify="left")
     for column in ("invoice", "result", "decline"):
         table.add_column(column)
     for r in result.results:

@@ -244,6 +244,8 @@ async def test_pause_blocks_retry_now_until_resume_then_retry_now_charges(cases:
     assert code == 0, err
     result = json.loads(out)
     assert [r["status"] for r in result["results"]] == ["succeeded"]
+    # The stage the case is in once it settled the payment, not the one it had while charging.
+    assert result["stage"] == "recovered"
 
     async def recovered() -> bool:
         return (await handle.query("status", result_type=CaseStatus)).stage.value == "recovered"
@@ -255,6 +257,11 @@ async def test_pause_blocks_retry_now_until_resume_then_retry_now_charges(cases:
         return code == 0 and [r["subscription_id"] for r in _json_lines(out)] == [cases.soft]
 
     await eventually(listed_as_recovered)
+
+    # Finding 9: a closed case says why it refuses (it said "not found").
+    code, out, err = await cli(cases.env, "retry-now", cases.soft)
+    assert code == 1
+    assert "refused" in err and "closed (recovered" in err and "not found" not in err, err
 
 
 async def test_retry_now_refused_on_a_hard_declined_card(cases: Cases) -> None:
@@ -332,3 +339,75 @@ async def test_worker_without_the_sendgrid_sender_stops_with_one_line(command: l
     assert proc.returncode == 1
     assert len(errors) == 1 and "DUNNING_EMAIL_FROM is not set" in errors[0], err.decode()
     assert "Traceback" not in err.decode()
+
+
+# --- finding 9: operator commands tell the truth --------------------------------------------
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+async def test_a_signal_the_case_would_ignore_is_reported_as_ignored_with_exit_3(cases: Cases) -> None:
+    handle = cases.client.get_workflow_handle(f"dunning-{cases.small}")
+
+    code, out, err = await cli(cases.env, "resume", cases.small)
+    assert code == 3, (out, err)
+    assert "ignored" in _one_error_line(err) and "not paused" in err
+
+    code, out, err = await cli(cases.env, "pause", cases.small, "--reason", "disputed")
+    assert code == 0, err
+    assert "paused" in out
+    # The command returns once the case shows it: no waiting needed.
+    assert (await handle.query("status", result_type=CaseStatus)).paused
+
+    code, out, err = await cli(cases.env, "pause", cases.small, "--reason", "again")
+    assert code == 3, (out, err)
+    line = _one_error_line(err)
+    assert "ignored" in line and "already paused (disputed)" in line
+    status = await handle.query("status", result_type=CaseStatus)
+    assert status.pause_reason == "disputed"  # the second pause changed nothing
+    assert [e.event for e in status.timeline].count("paused") == 1
+
+    code, out, err = await cli(cases.env, "resume", cases.small)
+    assert code == 0, err
+    assert "resumed" in out and "stage retrying" in out
+    assert not (await handle.query("status", result_type=CaseStatus)).paused
+
+
+async def test_errors_end_in_one_line_and_exit_1(cases: Cases, tmp_path: Path) -> None:
+    code, _, err = await cli({**cases.env, "TEMPORAL_ADDRESS": "notahost:abc"}, "list")
+    assert code == 1
+    line = _one_error_line(err)
+    assert "cannot reach Temporal at notahost:abc" in line and "invalid port" in line
+
+    code, _, err = await cli({**cases.env, "DUNNING_ENCRYPTION_KEYS": "k1:not-base64!"}, "show", cases.hard)
+    assert code == 1
+    assert "key 'k1' is not valid base64" in _one_error_line(err)
+
+    code, _, err = await cli({**cases.env, "DUNNING_PAYMENTS": "bogus"}, "worker")
+    assert code == 1
+    assert "DUNNING_PAYMENTS" in _one_error_line(err)
+
+    bad = tmp_path / "policies"
+    bad.mkdir()
+    (bad / "default.toml").write_text(
+        (ROOT / "dunning" / "policies" / "default.toml").read_text().replace('grace = "P14D"', 'grace = "two weeks"')
+    )
+    code, _, err = await cli({**cases.env, "DUNNING_POLICY_DIR": str(bad)}, "api", "--port", "1")
+    assert code == 1
+    line = _one_error_line(err)
+    assert "default.toml" in line and "grace" in line
+
+
+async def test_list_fits_80_columns(cases: Cases) -> None:
+    code, out, err = await cli({**cases.env, "COLUMNS": "80"}, "list", "--customer", cases.customer_a)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    for sub in (cases.soft, cases.small):
+        assert sub in out, out  # whole, not squeezed to "dunn…"
+    assert "…" not in out, out
+    assert "retrying" in out and "$15.00" in out, out

@@ -16,7 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OURS = ["dunning", "workflows", "activities", "runtime", "starter", "worker.py", "fakes", "bench", "tests"]
 
-SERVICE = {"dunning", "workflows", "activities", "runtime", "starter", "starter.api", "starter.cli", "worker"}
+SERVICE = {
+    "dunning", "workflows", "activities", "runtime", "starter", "starter.cases", "starter.api", "starter.cli", "worker"
+}
 EVERYTHING = SERVICE | {"fakes", "bench", "tests"}
 
 # layer → the layers it may import (its own always included).
@@ -27,7 +29,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "activities": {"dunning", "runtime"},
     # starter/__init__.py is only the namespace of the two below.
     "starter": set(),
-    "starter.api": {"dunning", "runtime", "activities"},
+    # How a case is opened (signal-with-start), shared by the webhook and `dunning reconcile`.
+    "starter.cases": {"dunning", "runtime"},
+    "starter.api": {"dunning", "runtime", "activities", "starter.cases"},
     # The CLI names the API only as the string "starter.api:app", which is not an import; it runs
     # the worker (`dunning worker`). Tests, bench and fakes are not installed with the service.
     "starter.cli": SERVICE - {"starter.api"},

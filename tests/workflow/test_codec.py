@@ -94,6 +94,27 @@ async def test_tampering_is_detected(where: str):
         await c.decode([payload])
 
 
+async def test_a_missing_key_is_named_and_encryption_off_says_so():
+    """Finding 8: the error is what the UI shows as the stuck case's task failure: it must say why."""
+    written_in_2019 = await to_payloads(SECRET, codec(f"k2019:{OLD}"))
+    with pytest.raises(DecryptionError) as missing:
+        await codec(f"k2026:{NEW}").decode(written_in_2019)
+    assert "'k2019'" in str(missing.value) and "DUNNING_ENCRYPTION_KEYS does not hold" in str(missing.value)
+    assert missing.value.key_id == "k2019"
+
+    with pytest.raises(DecryptionError) as off:
+        await data_converter(None).decode(written_in_2019, [PaymentFailed])
+    assert "'k2019'" in str(off.value) and "encryption is off" in str(off.value)
+
+    # The same key id with another value: it says so rather than "tampered" only.
+    with pytest.raises(DecryptionError, match="different value"):
+        await codec(f"k2019:{NEW}").decode(written_in_2019)
+
+    # Plain payloads still pass with encryption off.
+    plain = pydantic_data_converter.payload_converter.to_payloads([SECRET])
+    assert await data_converter(None).decode(plain, [PaymentFailed]) == [SECRET]
+
+
 async def test_truncated_payload_is_rejected():
     c = codec(f"k1:{NEW}")
     payload = (await to_payloads(SECRET, c))[0]
@@ -126,7 +147,9 @@ def test_bad_key_configuration_says_why_without_the_key(spec: str, why: str):
 
 
 def test_converter_is_the_contract_one_without_keys_and_encrypts_with_them():
-    assert data_converter(None) is pydantic_data_converter
+    plain = data_converter(None)
+    assert plain.payload_converter_class is pydantic_data_converter.payload_converter_class
+    assert not isinstance(plain.payload_codec, EncryptionCodec)  # nothing is encrypted without keys
     converter = data_converter(f"k1:{NEW}")
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
