@@ -12,7 +12,7 @@ import asyncio
 from datetime import timedelta
 
 import structlog
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -33,7 +33,7 @@ def open_cases_on_queue(task_queue: str) -> str:
     return f"{contract.cases_query(open_only=True)} AND TaskQueue = {contract.quote(task_queue)}"
 
 
-async def _start_input(client: Client, workflow_id: str, run_id: str | None) -> list:  # type: ignore[type-arg]
+async def _start_input(client: Client, workflow_id: str, run_id: str | None) -> list[Payload]:
     response = await client.workflow_service.get_workflow_execution_history(
         GetWorkflowExecutionHistoryRequest(
             namespace=client.namespace,

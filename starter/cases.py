@@ -89,6 +89,8 @@ async def open_case(
     """Signal-with-start `payment_failed` on `dunning-{subscription}`: opens the case, or adds the
     invoice to the open one. `opened_by` says where it came from, for the case's details."""
     subscription_id, customer_id = payment.subscription_id, payment.customer_id
+    if subscription_id is None or customer_id is None:
+        raise ValueError(f"{payment.invoice_id}: a case needs the invoice's subscription and customer")
     summary = f"{customer_id} · {format_money(payment.amount_due, payment.currency)} · {subscription_id}"
     return await client.start_workflow(
         contract.WORKFLOW_TYPE,

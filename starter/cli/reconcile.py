@@ -91,7 +91,7 @@ async def _state(client: Client, subscription_id: str, invoice_id: str) -> tuple
     if desc.status == WorkflowExecutionStatus.RUNNING:
         return "open", f"case {handle.id} is open"
     if await desc.memo_value(cases.MEMO_INVOICE, None) == invoice_id:
-        outcome = desc.typed_search_attributes.get(contract.DUNNING_OUTCOME) or desc.status.name.lower()
+        outcome = desc.typed_search_attributes.get(contract.DUNNING_OUTCOME) or (desc.status.name.lower() if desc.status else "closed")
         return "handled", f"case for this invoice closed ({outcome})"
     return "missing", "the last case was for another invoice"
 
