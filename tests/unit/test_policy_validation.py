@@ -1,16 +1,25 @@
 """Policy values that pass a lax loader and then hurt customers are refused at start.
 
-Each test meets the problem where a user meets it: the loader's one-line error (file, field, why).
+Each test meets the problem where a user meets it: the loader's one-line error (file, field,
+why), or the API refusing to start. The worker's own refusal runs the process:
+tests/integration/test_policy_start.py.
 """
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from dunning.policy import PolicyError, iso_duration, load_policy_file
+from activities import messages
+from activities.messages import missing_templates
+from activities.policy_check import load_checked_policies
+from dunning.policy import SHIPPED_POLICY_DIR, PolicyError, iso_duration, load_policies, load_policy_file
+from runtime.settings import Settings
+from starter.api.main import create_app
 from tests.helpers.policy_files import LADDER, policy_text, write
 
 def refused(path: Path) -> str:
@@ -146,3 +155,66 @@ def test_nothing_is_scheduled_after_the_case_is_canceled(tmp_path: Path) -> None
 def test_a_step_names_each_channel_once(tmp_path: Path) -> None:
     ladder = LADDER.replace('["email", "in_app"]', '["email", "in_app", "email"]')
     assert "notify.0.channels: email listed more than once" in refused(write(tmp_path, policy_text(ladder=ladder)))
+
+
+# --- templates: checked where they live, at every start ---------------------------------------
+
+
+def test_missing_templates_lists_every_file_a_name_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert missing_templates(["payment_failed", "reminder", "card_expiring"]) == []
+    assert missing_templates(["thank_you"]) == [
+        f"{lang}/thank_you.{suffix}" for lang in messages.LANGUAGES for suffix in messages.TEMPLATE_FILES
+    ]
+    # a template written in English only is missing for German customers
+    templates = tmp_path / "templates"
+    shutil.copytree(messages.TEMPLATE_DIR, templates)
+    for suffix in messages.TEMPLATE_FILES:
+        (templates / "en" / f"thank_you.{suffix}").write_text("Thanks")
+    (templates / "de" / "reminder.sms.txt").unlink()
+    monkeypatch.setattr(messages, "TEMPLATE_DIR", templates)
+    assert missing_templates(["thank_you", "reminder"]) == [
+        *(f"de/thank_you.{suffix}" for suffix in messages.TEMPLATE_FILES),
+        "de/reminder.sms.txt",
+    ]
+
+
+def test_an_unknown_template_stops_the_start(tmp_path: Path) -> None:
+    # used to load, then fail the first email with UnknownTemplate
+    path = write(tmp_path, policy_text(ladder=LADDER.replace('"final_notice"', '"final_notise"')))
+    load_policy_file(path)  # the loader alone cannot know which templates exist
+    with pytest.raises(PolicyError) as error:
+        load_checked_policies(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: notify.1.template: no template 'final_notise' in every language")
+    assert "en/final_notise.email.txt" in message and "\n" not in message
+
+
+def test_the_api_refuses_to_start_on_a_bad_policy(tmp_path: Path) -> None:
+    for text, why in [
+        (policy_text(grace="14"), "grace: must be an ISO 8601 duration string"),
+        (policy_text(ladder=LADDER.replace('template = "suspended"', 'template = "no_such"')), "notify.2.template"),
+    ]:
+        path = write(tmp_path, text)
+        with pytest.raises(PolicyError, match=why) as error:
+            create_app(Settings(dunning_policy_dir=tmp_path))
+        assert str(error.value).startswith(str(path))
+
+
+def test_shipped_policies_pass_every_check_and_are_logged_at_start() -> None:
+    with capture_logs() as logs:
+        policies = load_checked_policies()
+    assert policies.keys() == load_policies(SHIPPED_POLICY_DIR).keys()
+    loaded = {entry["policy"]: entry for entry in logs if entry["event"] == "policy loaded"}
+    assert loaded["default"]["retries"] == 6 and loaded["default"]["ladder_steps"] == 3
+    assert not [entry for entry in logs if entry["log_level"] == "warning"]
+
+
+def test_a_policy_that_never_retries_is_accepted_and_said_at_start(tmp_path: Path) -> None:
+    write(tmp_path, policy_text(retry_after="[]"))
+    with capture_logs() as logs:
+        policy = load_checked_policies(tmp_path)["default"]
+    assert policy.retry_after == []
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert [(w["policy"], w["event"]) for w in warnings] == [
+        ("default", "policy never retries the charge: it only asks the customer for a new card")
+    ]
