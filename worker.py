@@ -18,6 +18,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.factory import build_activities
+from activities.policy_check import load_checked_policies
+from dunning.policy import PolicyError
 from runtime.codec import EncryptionConfigError
 from runtime.logging import configure_logging
 from runtime.preflight import check_open_cases_decodable
@@ -56,7 +58,14 @@ def build_worker(
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    activities = build_activities(settings)  # before connecting: a bad configuration stops us first
+    # Before connecting: a bad policy file or configuration stops us first, in one line. Cases
+    # carry their pinned policy, but the folder is the same one the API opens cases with, and a
+    # broken file must be found by whoever starts a process, not by a customer.
+    try:
+        load_checked_policies(settings.dunning_policy_dir)
+    except PolicyError as err:
+        raise ConfigError(str(err)) from err
+    activities = build_activities(settings)
     client = await connect(settings)
     # Before taking a task: cases encrypted with a key we don't hold would fail every one of them.
     await check_open_cases_decodable(client, settings.dunning_task_queue)

@@ -11,7 +11,7 @@ customer's locale, so templates only place ready-made strings and never do arith
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +40,9 @@ TEMPLATES = (
     "card_expiring",
 )
 SMS_SEGMENT_LIMIT = 160  # one GSM-7 segment
+#: The files that make one template: every channel, since a step's SMS can fall back to email
+#: and every case shows its banner in-app.
+TEMPLATE_FILES = ("email.subject.txt", "email.txt", "email.html", "sms.txt", "in_app.txt")
 
 
 class RenderedMessage(BaseModel):
@@ -222,6 +225,22 @@ def sms_segments(text: str) -> int:
 
 def _render(path: str, view: Mapping[str, Any]) -> str:
     return _env.get_template(path).render(**view).strip()
+
+
+def missing_templates(names: Iterable[str]) -> list[str]:
+    """The template files a set of names lacks, as `<language>/<file>` (empty: all there).
+
+    A template is usable only when it has every channel's file in every language: a missing one
+    would otherwise surface as `UnknownTemplate` at the first customer who needs it. Policies are
+    checked with this at every start (`activities/policy_check.py`).
+    """
+    return [
+        f"{language}/{name}.{suffix}"
+        for name in dict.fromkeys(names)
+        for language in LANGUAGES
+        for suffix in TEMPLATE_FILES
+        if not (TEMPLATE_DIR / language / f"{name}.{suffix}").is_file()
+    ]
 
 
 def _template_path(language: str, template: str, suffix: str) -> str:

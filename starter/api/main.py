@@ -15,8 +15,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.policy_check import load_checked_policies
 from activities.stripe_backend import StripePayments
-from dunning.policy import load_policies
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -119,7 +119,7 @@ def create_app(
     app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None)
     # What starter.api.deps hands to the routers.
     app.state.settings = settings
-    app.state.policies = load_policies(settings.dunning_policy_dir)
+    app.state.policies = load_checked_policies(settings.dunning_policy_dir)
     app.state.temporal = TemporalGateway(client_factory or (lambda: connect(settings)))
     app.state.timings = Timings(rpc_timeout, webhook_tolerance_seconds, visibility_rechecks)
     if failure_lookup is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:
