@@ -15,6 +15,7 @@ Error policy (the contract's "a decline is a result, not an error"):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -87,6 +88,16 @@ class FailureDetails(BaseModel):
     advice_code: str | None = None
     message: str | None = None
     payment_method_id: str | None = None
+
+
+class FailureFacts(BaseModel):
+    """What Stripe says about a failed invoice as its case is about to open: why it failed, and
+    whether it still needs collecting (events arrive out of order: the invoice may be paid or the
+    subscription canceled by now). A status is None when it could not be read."""
+
+    invoice_status: str | None = None
+    subscription_status: str | None = None
+    failure: FailureDetails | None = None
 
 
 class StripePayments:
@@ -291,17 +302,15 @@ class StripePayments:
         )
         return result
 
-    async def failure_details(self, invoice_id: str) -> FailureDetails | None:
-        """The decline behind `invoice.payment_failed`, which the event itself does not carry.
-
-        Read from the invoice's payments (current API: `payments.data.payment.payment_intent`),
-        newest first; None when no payment on the invoice has an error.
-        """
-        invoice = await self._get(
+    async def _invoice_with_payments(self, invoice_id: str) -> dict[str, Any]:
+        return await self._get(
             f"reading why invoice {invoice_id} failed",
             f"/v1/invoices/{quote(invoice_id, safe='')}",
             expand=["payments.data.payment.payment_intent"],
         )
+
+    @staticmethod
+    def _failure_of(invoice: dict[str, Any]) -> FailureDetails | None:
         payments = (invoice.get("payments") or {}).get("data") or []
         for payment in sorted(payments, key=lambda p: p.get("created") or 0, reverse=True):
             intent = (payment.get("payment") or {}).get("payment_intent")
@@ -315,6 +324,38 @@ class StripePayments:
                     payment_method_id=_id(error.get("payment_method")),
                 )
         return None
+
+    async def failure_details(self, invoice_id: str) -> FailureDetails | None:
+        """The decline behind `invoice.payment_failed`, which the event itself does not carry.
+
+        Read from the invoice's payments (current API: `payments.data.payment.payment_intent`),
+        newest first; None when no payment on the invoice has an error.
+        """
+        return self._failure_of(await self._invoice_with_payments(invoice_id))
+
+    async def failure_facts(self, invoice_id: str, subscription_id: str) -> FailureFacts:
+        """The invoice (with its decline) and its subscription, read at once. One read failing
+        leaves its status None; both failing raise the invoice's error."""
+        invoice, subscription = await asyncio.gather(
+            self._invoice_with_payments(invoice_id), self._subscription(subscription_id), return_exceptions=True
+        )
+        if isinstance(invoice, BaseException) and isinstance(subscription, BaseException):
+            raise invoice
+        facts = FailureFacts()
+        if isinstance(invoice, dict):
+            status = invoice.get("status")
+            facts.invoice_status = status if isinstance(status, str) else None
+            facts.failure = self._failure_of(invoice)
+        else:
+            log.warning("invoice not read at case opening", invoice_id=invoice_id, error=type(invoice).__name__)
+        if isinstance(subscription, dict):
+            status = subscription.get("status")
+            facts.subscription_status = status if isinstance(status, str) else None
+        else:
+            log.warning(
+                "subscription not read at case opening", subscription_id=subscription_id, error=type(subscription).__name__
+            )
+        return facts
 
     async def invoice_is_open(self, invoice_id: str) -> bool:
         try:

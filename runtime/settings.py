@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     twilio_from_number: str | None = None
     twilio_api_base: str | None = None
 
+    def stripe_webhook_secrets(self) -> list[str]:
+        """`STRIPE_WEBHOOK_SECRET`, comma-separated: an event signed with any of them is Stripe's.
+
+        During a rotation Stripe signs with the old and the new secret at once (two `v1=`
+        signatures); list both here, then drop the old one once Stripe stopped using it."""
+        return [s.strip() for s in reveal(self.stripe_webhook_secret).split(",") if s.strip()]
+
     def codec_cors_origins(self) -> set[str]:
         return {o.strip().rstrip("/") for o in self.dunning_codec_cors_origins.split(",") if o.strip()}
 

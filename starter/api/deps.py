@@ -25,18 +25,20 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.factory import consent_path
-from activities.stripe_backend import FailureDetails
+from activities.stripe_backend import FailureFacts
 from dunning.models import CaseStatus
 from dunning.policy import Policy
 from runtime.codec import EncryptionCodec, EncryptionConfigError
 from runtime.consent import PhoneDirectory, SqliteConsentStore
 from runtime.settings import Settings, reveal
+from starter.api.stripe_events import https_only
 
 log = structlog.get_logger("dunning.api")
 
 ClientFactory = Callable[[], Awaitable[Client] | Client]
-#: Why an invoice failed, asked of Stripe (the event does not say).
-FailureLookup = Callable[[str], Awaitable[FailureDetails | None]]
+#: `(invoice id, subscription id)`: why the invoice failed and whether the invoice and the
+#: subscription still need dunning, asked of Stripe when a case opens (the event may be late).
+FailureLookup = Callable[[str, str], Awaitable[FailureFacts]]
 
 #: How long one Temporal call may take before the API answers 503 (Stripe waits ~20 s at most).
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -249,7 +251,7 @@ class UpdateLink(Protocol):
 def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
     """The first outstanding invoice's hosted page: pay it or add a new card in one click."""
     for invoice in status.outstanding_invoices:
-        if invoice.hosted_invoice_url:
+        if https_only(invoice.hosted_invoice_url):
             return invoice.hosted_invoice_url
     return None
 

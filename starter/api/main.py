@@ -113,7 +113,8 @@ def create_app(
     bounds each Temporal call (a webhook gets twice that before it answers 503);
     `visibility_rechecks` are the pauses before listing a customer's open cases again when the
     first listing found none (visibility lags a just-started case). `failure_lookup` tells why
-    an invoice failed (the event does not); by default Stripe is asked when its key is set.
+    an invoice failed (the event does not) and whether the invoice and its subscription still
+    need dunning (the event may be late); by default Stripe is asked when its key is set.
     """
     settings = settings or Settings()
     app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None)
@@ -125,7 +126,7 @@ def create_app(
     if failure_lookup is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:
         failure_lookup = StripePayments.from_settings(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
-        ).failure_details
+        ).failure_facts
     app.state.failure_lookup = failure_lookup
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 

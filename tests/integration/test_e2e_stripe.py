@@ -232,3 +232,79 @@ async def test_hard_decline_is_never_retried_and_the_new_card_is_charged_at_once
     [charge] = w.stripe.pay_requests
     assert charge.form == {"off_session": "true", "payment_method": "pm_card_new"}
     assert charge.idempotency_key == f"{final.case_id}/{w.invoice_id}/1"
+
+
+# --- late events: the failure arrives after what settles it (issue: hostile input, item 5) ------------
+
+
+async def no_case(w: World) -> bool:
+    try:
+        await w.handle.describe()
+    except Exception:  # noqa: BLE001 - RPCError NOT_FOUND: the workflow was never started
+        return True
+    return False
+
+
+async def test_a_failure_delivered_after_the_subscription_was_deleted_opens_no_case(dev_env, httpserver, tmp_path):
+    """Stripe delivers out of order: `customer.subscription.deleted` first (no case yet: ignored),
+    then the failure that preceded it. The API asks Stripe as the case would open, finds the
+    subscription canceled, and acknowledges the failure without a case: nobody e-mails a customer
+    who has left."""
+    async with world(dev_env, httpserver, tmp_path) as w:
+        w.stripe.subscriptions[w.subscription_id]["status"] = "canceled"
+        deleted = sf.event(
+            "customer.subscription.deleted",
+            w.stripe.subscriptions[w.subscription_id],
+            event_id=f"evt_deleted_{w.suffix}",
+        )
+        response = await post_event(w.api, deleted)
+        assert (response.status_code, response.json()["action"]) == (200, "ignored")
+
+        response = await post_event(w.api, w.failed_event())
+        assert response.status_code == 200, response.text
+        assert response.json()["action"] == "ignored"
+        assert "canceled" in response.json()["detail"]
+        assert await no_case(w)
+        await asyncio.sleep(1)
+        assert w.outbox.messages == [] and w.stripe.pay_requests == []
+
+
+async def test_a_failure_delivered_after_the_invoice_was_paid_opens_no_case(dev_env, httpserver, tmp_path):
+    """The same for `invoice.paid` arriving before the failure it settles (or a voided invoice)."""
+    async with world(dev_env, httpserver, tmp_path) as w:
+        invoice = w.stripe.invoices[w.invoice_id]
+        failed = w.failed_event()  # the event as Stripe built it, while the invoice was open
+        invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+        paid = sf.event("invoice.paid", invoice, event_id=f"evt_paid_{w.suffix}")
+        assert (await post_event(w.api, paid)).json()["action"] == "ignored"
+
+        response = await post_event(w.api, failed)
+        assert (response.status_code, response.json()["action"]) == (200, "ignored"), response.text
+        assert "paid" in response.json()["detail"]
+        assert await no_case(w)
+
+        invoice["status"] = "void"
+        response = await post_event(w.api, {**failed, "id": f"evt_failed_again_{w.suffix}"})
+        assert (response.status_code, response.json()["action"]) == (200, "ignored"), response.text
+        assert await no_case(w)
+        await asyncio.sleep(1)
+        assert w.outbox.messages == [] and w.stripe.pay_requests == []
+
+
+async def test_when_stripe_is_too_slow_to_answer_the_case_opens_on_the_event(dev_env, httpserver, tmp_path):
+    """Stripe slower than the lookup's limit: the case opens on the event alone, so a real failure
+    is never lost (the workflow re-reads the invoice before every charge and message)."""
+    async with world(dev_env, httpserver, tmp_path) as w:
+        from starter.api.routes import stripe_webhook
+
+        w.stripe.on_retrieve_invoice.append(Reply(200, w.stripe.invoices[w.invoice_id], delay=0.5))
+        w.stripe.subscriptions[w.subscription_id]["status"] = "past_due"
+        original = stripe_webhook.FAILURE_LOOKUP_SECONDS
+        stripe_webhook.FAILURE_LOOKUP_SECONDS = 0.2
+        try:
+            response = await post_event(w.api, w.failed_event())
+        finally:
+            stripe_webhook.FAILURE_LOOKUP_SECONDS = original
+        assert (response.status_code, response.json()["action"]) == (200, "signal_with_start"), response.text
+        assert (await w.handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await w.handle.terminate("test finished")

@@ -22,6 +22,7 @@ from pytest_httpserver import HTTPServer
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract as sa
@@ -96,6 +97,15 @@ async def signals(client: Client, workflow_id: str, run_id: str | None = None) -
             attrs = event.workflow_execution_signaled_event_attributes
             found.append((attrs.signal_name, json.loads(attrs.input.payloads[0].data)))
     return found
+
+
+async def never_started(client: Client, workflow_id: str) -> bool:
+    """Describe is consistent (visibility lags): NOT_FOUND means no case was ever started."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        return exc.status == RPCStatusCode.NOT_FOUND
+    return False
 
 
 async def start_input(client: Client, workflow_id: str) -> dict[str, Any]:
@@ -363,6 +373,68 @@ async def test_unknown_event_type_is_acknowledged_and_ignored(api):
     assert response.json()["action"] == "ignored"
 
 
+# --- odd fields in a real failure: the case opens, bounded (issue: hostile input, items 6 and 7) ---------
+
+
+async def test_odd_decorative_fields_never_500_and_are_not_stored(api, dev_env, ids):
+    """Signed failures with a field Stripe never sends, each a 500 before: `created` of 10**20, a
+    policy name that is a list, a 200 KB decline code (which made the `status` query 604 KB), a
+    `javascript:` invoice link (handed on as the banner's update link). The failure is real, so the
+    case opens; the odd values are dropped and what the case holds stays small."""
+    inv = sf.invoice(ids["invoice"], customer=ids["customer"], subscription=ids["subscription"])
+    inv["parent"]["subscription_details"]["metadata"] = {"dunning_policy": ["x"]}
+    inv["hosted_invoice_url"] = "javascript:alert(document.cookie)"
+    inv["payment_intent"] = {
+        "last_payment_error": {"code": "card_declined", "decline_code": "d" * 200_000, "message": "m" * 5000}
+    }
+    event = sf.event("invoice.payment_failed", inv, event_id="evt_odd")
+    event["created"] = 10**20
+    response = await post_event(api, event)
+    assert (response.status_code, response.json()["action"]) == (200, "signal_with_start"), response.text
+
+    wid = f"dunning-{ids['subscription']}"
+    started = await start_input(dev_env.client, wid)
+    assert started["policy"]["name"] == "default" and started["requested_policy"] is None
+    [(name, payload)] = await signals(dev_env.client, wid)
+    assert (payload["occurred_at"], payload["hosted_invoice_url"], payload["decline_code"]) == (None, None, None)
+    assert payload["failure_code"] == "card_declined" and len(payload["message"]) == 500
+    assert len(json.dumps(payload)) < 2000
+
+
+@pytest.mark.parametrize("metadata", [["x"], "x", {"dunning_policy": "p" * 10_000}])
+async def test_metadata_that_is_not_stripes_names_no_policy(api, dev_env, ids, metadata):
+    inv = sf.invoice(ids["invoice"], customer=ids["customer"], subscription=ids["subscription"])
+    inv["parent"]["subscription_details"]["metadata"] = metadata
+    response = await post_event(api, sf.event("invoice.payment_failed", inv))
+    assert (response.status_code, response.json()["action"]) == (200, "signal_with_start"), response.text
+    assert (await start_input(dev_env.client, f"dunning-{ids['subscription']}"))["policy"]["name"] == "default"
+
+
+async def test_an_odd_cancellation_reason_still_ends_the_case(api, dev_env, ids):
+    """`cancellation_details.reason: ["a"]` was a 500: the subscription is gone all the same, so the
+    case hears it, with the reason it can read."""
+    wid = await open_case(api, ids["customer"], ids["subscription"])
+    sub = sf.subscription(ids["subscription"], customer=ids["customer"], status="canceled")
+    sub["cancellation_details"] = {"reason": ["a"], "comment": {"x": 1}, "feedback": None}
+    response = await post_event(api, sf.event("customer.subscription.deleted", sub, event_id="evt_odd_del"))
+    assert (response.status_code, response.json()["action"]) == (200, "signaled"), response.text
+    assert (await signals(dev_env.client, wid))[-1] == (
+        "subscription_canceled",
+        {"reason": "canceled in Stripe", "event_id": "evt_odd_del", "cancellation_reason": None},
+    )
+
+
+@pytest.mark.parametrize("amount", [0, True, "1000"])
+async def test_a_zero_boolean_or_string_amount_opens_no_case(api, dev_env, ids, amount):
+    """`amount_due` 0, `true` or `"1000"` opened a case (a $0.00 reminder)."""
+    event = failed_event(ids)
+    event["data"]["object"]["amount_due"] = amount
+    response = await post_event(api, event)
+    assert (response.status_code, response.json()["action"]) == (200, "ignored"), response.text
+    assert "amount_due" in response.json()["detail"]
+    assert await never_started(dev_env.client, f"dunning-{ids['subscription']}")
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -403,16 +475,20 @@ async def test_signed_garbage_is_refused(api):
     assert (response.status_code, response.json()["detail"]) == (400, "body is not JSON")
 
 
-async def test_event_missing_fields_is_refused(api, ids):
+async def test_signed_event_missing_fields_is_acknowledged_and_ignored(api, dev_env, ids):
+    """Signed by Stripe but unusable: it can never become usable, and anything but a 2xx would make
+    Stripe retry it for three days. Acknowledged as ignored, with the reason; no case."""
     event = failed_event(ids)
     del event["data"]["object"]["customer"]
     response = await post_event(api, event)
-    assert response.status_code == 400
-    assert "invoice.customer is missing" in response.json()["detail"]
+    assert (response.status_code, response.json()["action"]) == (200, "ignored")
+    assert "invoice.customer" in response.json()["detail"]
 
     event = failed_event(ids)
     del event["data"]
-    assert (await post_event(api, event)).status_code == 400
+    response = await post_event(api, event)
+    assert (response.status_code, response.json()["action"]) == (200, "ignored")
+    assert await never_started(dev_env.client, f"dunning-{ids['subscription']}")
 
 
 async def test_body_too_big_is_refused(api):

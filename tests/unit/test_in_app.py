@@ -235,3 +235,21 @@ async def test_uses_the_apps_own_temporal_gateway_and_settings(client: FakeClien
     client.cases["dunning-sub_1"] = status()
     assert (await get(app)).json()["case_id"] == "dunning-sub_1"
     assert (await get(app, token="nope")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,<script>alert(1)</script>", "http://invoice.example"],
+)
+async def test_the_update_link_is_never_anything_but_https(app: FastAPI, client: FakeClient, hostile: str) -> None:
+    """A case opened before links were checked at the door may hold a hostile `hosted_invoice_url`:
+    the SaaS app puts `update_url` behind its banner's button, so only https ever leaves here."""
+    case = status()
+    case.outstanding_invoices[0].hosted_invoice_url = hostile
+    client.cases["dunning-sub_1"] = case
+    body = (await get(app)).json()
+    assert body["open_case"] is True and body["update_url"] is None
+    assert hostile not in (body["message"] or "")
+
+    app.dependency_overrides[deps.get_update_link] = lambda: (lambda customer_id, case: hostile)
+    assert (await get(app)).json()["update_url"] is None

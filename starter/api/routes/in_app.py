@@ -21,7 +21,14 @@ from temporalio.service import RPCError
 from activities.messages import UnknownTemplate, render_banner
 from dunning import contract
 from dunning.models import OUTCOMES, AccessState, CaseStatus, Stage
-from starter.api.deps import TEMPORAL_UNAVAILABLE, ServiceUnavailable, TemporalDep, UpdateLinkDep, require_operator
+from starter.api.deps import (
+    TEMPORAL_UNAVAILABLE,
+    ServiceUnavailable,
+    TemporalDep,
+    UpdateLinkDep,
+    https_only,
+    require_operator,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +122,8 @@ async def customer_dunning(
     url = update_link(customer_id, case)
     if inspect.isawaitable(url):
         url = await url
+    # Cases opened before links were checked at the door may still hold a hostile one.
+    url = https_only(url)
     return DunningView(
         open_case=True,
         case_id=case.case_id,

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import stripe
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -44,7 +41,6 @@ from dunning.models import (
 )
 from dunning.money import format_money
 from dunning.policy import Policy, choose_policy
-from runtime.settings import reveal
 from starter.api.deps import (
     TEMPORAL_UNAVAILABLE,
     FailureLookup,
@@ -57,6 +53,17 @@ from starter.api.deps import (
     TimingsDep,
     is_transient,
 )
+from starter.api.stripe_events import (
+    CardOfCustomer,
+    DeletedSubscription,
+    FailedInvoice,
+    InvoiceOfSubscription,
+    PaymentError,
+    StripeEvent,
+    UpdatedCustomer,
+    why,
+)
+from starter.api.stripe_signature import signature_problem
 
 log = structlog.get_logger("dunning.webhooks.stripe")
 
@@ -70,13 +77,14 @@ CARD_EVENTS = frozenset(
         "customer.updated",
     }
 )
-_STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
-#: How long a webhook waits for Stripe to say why an invoice failed.
+#: How long a webhook waits for Stripe to say why an invoice failed and whether it still stands.
 FAILURE_LOOKUP_SECONDS = 3.0
+#: Stripe statuses after which a failure needs no dunning: the invoice is settled, or the
+#: subscription is over. A late `invoice.payment_failed` finding one of these opens no case.
+SETTLED_INVOICE = frozenset({"paid", "void", "uncollectible"})
+ENDED_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired"})
 
-
-class BadEvent(ValueError):
-    """The event is signed but unusable (a field we need is missing or malformed): 400."""
+Shape = TypeVar("Shape", bound=BaseModel)
 
 
 # --- what an event asks for ---------------------------------------------------------
@@ -112,135 +120,118 @@ class Ignore:
 Action = StartCase | SignalCase | SignalCustomerCases | Ignore
 
 
-def _id(value: Any) -> str | None:
-    """A Stripe reference that may be an id or an expanded object."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
+def _parse(model: type[Shape], obj: dict[str, Any], what: str) -> Shape | Ignore:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        return Ignore(f"unusable {what}: {why(exc, what)}")
 
 
-def _stripe_id(value: Any, what: str) -> str:
-    ident = _id(value)
-    if ident is None:
-        raise BadEvent(f"{what} is missing")
-    if not _STRIPE_ID.match(ident):
-        raise BadEvent(f"{what} is not a Stripe id")
-    return ident
+def read_event(document: dict[str, Any]) -> StripeEvent | Ignore:
+    """The envelope of a verified event (id, type, created, data), or why it is unusable."""
+    try:
+        return StripeEvent.model_validate(document)
+    except ValidationError as exc:
+        return Ignore(f"unusable event: {why(exc, 'event')}")
 
 
-def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The invoice's subscription and that subscription's metadata, current API first."""
-    parent = invoice.get("parent") or {}
-    details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    if isinstance(details, dict) and details.get("subscription"):
-        return _id(details["subscription"]), details.get("metadata") or {}
-    legacy = invoice.get("subscription_details")
-    metadata = legacy.get("metadata") if isinstance(legacy, dict) else None
-    return _id(invoice.get("subscription")), metadata or {}
+def plan(event: StripeEvent | dict[str, Any]) -> Action:
+    """What a verified Stripe event asks of the cases (pure: no I/O).
 
-
-def _expanded_payment_error(invoice: dict[str, Any]) -> dict[str, Any]:
-    """The decline, when the event carries the invoice's payment intent expanded (older API
-    versions, the sandbox demo); otherwise `{}` and the API asks Stripe for it."""
-    intent = invoice.get("payment_intent")
-    error = intent.get("last_payment_error") if isinstance(intent, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
-def plan(event: dict[str, Any]) -> Action:
-    """What a verified Stripe event asks of the cases (pure: no I/O)."""
-    event_type = event.get("type")
-    event_id = event.get("id")
-    if not isinstance(event_type, str) or not isinstance(event_id, str) or not event_id:
-        raise BadEvent("`id` and `type` are required")
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(obj, dict):
-        raise BadEvent("`data.object` is required")
+    Each event type reads its object through its own model (starter/api/stripe_events.py); an
+    event or object we cannot use is `Ignore` with the reason, never an exception."""
+    if not isinstance(event, StripeEvent):
+        read = read_event(event)
+        if isinstance(read, Ignore):
+            return read
+        event = read
+    event_type, event_id, obj = event.type, event.id, event.data.object
 
     if event_type == "invoice.payment_failed":
-        subscription_id, metadata = _invoice_subscription(obj)
+        invoice = _parse(FailedInvoice, obj, "invoice")
+        if isinstance(invoice, Ignore):
+            return invoice
+        subscription_id = invoice.subscription_id()
         if subscription_id is None:
             return Ignore("invoice is not for a subscription")
-        if obj.get("billing_reason") == "subscription_create":
+        if invoice.billing_reason == "subscription_create":
             # The first payment of a new subscription fails while the customer is signing up,
             # on-session: Stripe's checkout handles it. Dunning is for renewals.
             return Ignore("first invoice of a new subscription, not a renewal")
-        subscription_id = _stripe_id(subscription_id, "the invoice's subscription")
-        customer_id = _stripe_id(obj.get("customer"), "invoice.customer")
-        try:
-            created = event.get("created")
-            error = _expanded_payment_error(obj)
-            payload = PaymentFailed(
-                invoice_id=_stripe_id(obj.get("id"), "invoice.id"),
-                amount_due=obj["amount_due"],
-                currency=obj["currency"],
-                customer_id=customer_id,
-                subscription_id=subscription_id,
-                payment_method_id=_id(error.get("payment_method")) or _id(obj.get("default_payment_method")),
-                failure_code=error.get("code"),
-                decline_code=error.get("decline_code"),
-                advice_code=error.get("advice_code"),
-                message=error.get("message"),
-                hosted_invoice_url=obj.get("hosted_invoice_url"),
-                occurred_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
-                event_id=event_id,
-            )
-        except KeyError as exc:
-            raise BadEvent(f"invoice.{exc.args[0]} is missing") from exc
-        except ValidationError as exc:
-            raise BadEvent(f"invoice: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
-        requested = metadata.get("dunning_policy") if isinstance(metadata, dict) else None
-        # Stripe metadata values are strings; anything else names no policy.
-        return StartCase(subscription_id, customer_id, payload, requested if isinstance(requested, str) else None)
+        error = invoice.payment_error()
+        payload = PaymentFailed(
+            invoice_id=invoice.id,
+            amount_due=invoice.amount_due,
+            currency=invoice.currency,
+            customer_id=invoice.customer,
+            subscription_id=subscription_id,
+            payment_method_id=error.payment_method or invoice.default_payment_method,
+            failure_code=error.code,
+            decline_code=error.decline_code,
+            advice_code=error.advice_code,
+            message=error.message,
+            hosted_invoice_url=invoice.hosted_invoice_url,
+            occurred_at=event.created,
+            event_id=event_id,
+        )
+        return StartCase(subscription_id, invoice.customer, payload, invoice.requested_policy())
 
     if event_type in ("invoice.paid", "invoice.payment_succeeded"):
-        subscription_id, _ = _invoice_subscription(obj)
+        paid = _parse(InvoiceOfSubscription, obj, "invoice")
+        if isinstance(paid, Ignore):
+            return paid
+        subscription_id = paid.subscription_id()
         if subscription_id is None:
             return Ignore("invoice is not for a subscription")
-        return SignalCase(
-            _stripe_id(subscription_id, "the invoice's subscription"),
-            Signal.INVOICE_PAID,
-            InvoicePaid(invoice_id=_stripe_id(obj.get("id"), "invoice.id"), event_id=event_id),
-        )
+        return SignalCase(subscription_id, Signal.INVOICE_PAID, InvoicePaid(invoice_id=paid.id, event_id=event_id))
 
     if event_type == "customer.subscription.deleted":
-        details = obj.get("cancellation_details")
-        details = details if isinstance(details, dict) else {}
-        reason = details.get("reason") or details.get("comment")
+        deleted = _parse(DeletedSubscription, obj, "subscription")
+        if isinstance(deleted, Ignore):
+            return deleted
+        details = deleted.cancellation_details
         # Stripe's own reason, kept as is: `payment_failed` means Stripe's dunning canceled it.
-        stripe_reason = details.get("reason")
+        stripe_reason = details.reason if details else None
+        comment = details.comment if details else None
         return SignalCase(
-            _stripe_id(obj.get("id"), "subscription.id"),
+            deleted.id,
             Signal.SUBSCRIPTION_CANCELED,
             SubscriptionCanceled(
-                reason=reason or "canceled in Stripe",
+                reason=stripe_reason or comment or "canceled in Stripe",
                 event_id=event_id,
-                cancellation_reason=stripe_reason if isinstance(stripe_reason, str) else None,
+                cancellation_reason=stripe_reason,
             ),
         )
 
-    if event_type in CARD_EVENTS:
-        if event_type == "customer.updated":
-            customer_id = _stripe_id(obj.get("id"), "customer.id")
-            previous = data.get("previous_attributes") or {}
-            previous_settings = previous.get("invoice_settings") or {}
-            new_default = _id((obj.get("invoice_settings") or {}).get("default_payment_method"))
-            if isinstance(previous_settings, dict) and "default_payment_method" in previous_settings and new_default:
-                payment_method = new_default
-            elif "default_source" in previous and _id(obj.get("default_source")):
-                payment_method = _id(obj.get("default_source"))
-            else:
-                return Ignore("the customer's default payment method did not change")
+    if event_type == "customer.updated":
+        customer = _parse(UpdatedCustomer, obj, "customer")
+        if isinstance(customer, Ignore):
+            return customer
+        previous = event.data.previous_attributes or {}
+        previous_settings = previous.get("invoice_settings")
+        new_default = customer.invoice_settings.default_payment_method if customer.invoice_settings else None
+        if isinstance(previous_settings, dict) and "default_payment_method" in previous_settings and new_default:
+            payment_method: str | None = new_default
+        elif "default_source" in previous and customer.default_source:
+            payment_method = customer.default_source
         else:
-            if _id(obj.get("customer")) is None:
-                return Ignore("payment method belongs to no customer")
-            customer_id = _stripe_id(obj.get("customer"), "customer")
-            payment_method = _id(obj.get("id"))
+            return Ignore("the customer's default payment method did not change")
         return SignalCustomerCases(
-            customer_id,
+            customer.id,
             Signal.CARD_UPDATED,
             CardUpdated(payment_method_id=payment_method, event_id=event_id, source=event_type),
+        )
+
+    if event_type in CARD_EVENTS:
+        card = _parse(CardOfCustomer, obj, "payment method")
+        if isinstance(card, Ignore):
+            return card
+        if card.customer is None:
+            return Ignore("payment method belongs to no customer")
+        return SignalCustomerCases(
+            card.customer,
+            Signal.CARD_UPDATED,
+            CardUpdated(payment_method_id=card.id, event_id=event_id, source=event_type),
         )
 
     return Ignore(f"{event_type} is not an event dunning acts on")
@@ -308,8 +299,11 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
                 )
                 return Outcome("ignored", f"case {wid} for {invoice_id} already closed", [wid])
 
+    payload, settled = await _ask_stripe(action, to.failure_lookup)
+    if settled is not None:
+        log.info("late failure ignored", workflow_id=wid, invoice_id=invoice_id, reason=settled)
+        return Outcome("ignored", settled)
     policy, unknown_policy = _policy_for(action, to.policies)
-    payload = await _with_decline(action.payload, to.failure_lookup)
     summary = f"{action.customer_id} · {format_money(payload.amount_due, payload.currency)} · {action.subscription_id}"
     handle = await client.start_workflow(
         contract.WORKFLOW_TYPE,
@@ -349,32 +343,55 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
     return Outcome("signal_with_start", f"{Signal.PAYMENT_FAILED} → {wid} (policy {policy.name})", [wid])
 
 
-async def _with_decline(payload: PaymentFailed, lookup: FailureLookup | None) -> PaymentFailed:
-    """The event says that the invoice failed, not why: ask Stripe for the decline, so that a hard
-    decline is never retried on the same card. Best effort: without it the case still opens."""
-    if lookup is None or payload.decline_code or payload.failure_code:
-        return payload
+async def _ask_stripe(action: StartCase, lookup: FailureLookup | None) -> tuple[PaymentFailed, str | None]:
+    """Asks Stripe, as the case is about to open, what the event cannot say: why the invoice failed
+    (so a hard decline is never retried on the same card), and whether the failure still stands:
+    events arrive out of order, and a `payment_failed` delivered after the invoice was paid or the
+    subscription canceled must not open a case. Returns the payload (with the decline when Stripe
+    gave it) and the reason not to open a case, if any.
+
+    Best effort: when Stripe does not answer in time the case opens on the event alone, as the
+    workflow re-reads the invoice before every charge and every message."""
+    payload = action.payload
+    if lookup is None:
+        return payload, None
     try:
         async with asyncio.timeout(FAILURE_LOOKUP_SECONDS):
-            details = await lookup(payload.invoice_id)
+            facts = await lookup(payload.invoice_id, action.subscription_id)
     except Exception as exc:
         log.warning(
-            "decline details unavailable; the case opens without them",
+            "stripe not asked about the failure; the case opens on the event alone",
             invoice_id=payload.invoice_id,
             error=type(exc).__name__,
         )
-        return payload
-    if details is None:
-        return payload
-    return payload.model_copy(
-        update={
-            "failure_code": details.code,
+        return payload, None
+    invoice_status = (facts.invoice_status or "")[:40]
+    subscription_status = (facts.subscription_status or "")[:40]
+    if invoice_status in SETTLED_INVOICE:
+        return payload, f"invoice {payload.invoice_id} is already {invoice_status} in Stripe: no case"
+    if subscription_status in ENDED_SUBSCRIPTION:
+        return payload, f"subscription {action.subscription_id} is already {subscription_status} in Stripe: no case"
+    details = facts.failure
+    if details is None or payload.decline_code or payload.failure_code:
+        return payload, None
+    # Stripe's answer is bounded like the event's own fields before the case stores it.
+    error = PaymentError.model_validate(
+        {
+            "code": details.code,
             "decline_code": details.decline_code,
             "advice_code": details.advice_code,
             "message": details.message,
-            "payment_method_id": details.payment_method_id or payload.payment_method_id,
+            "payment_method": details.payment_method_id,
         }
     )
+    update = {
+        "failure_code": error.code,
+        "decline_code": error.decline_code,
+        "advice_code": error.advice_code,
+        "message": error.message,
+        "payment_method_id": error.payment_method or payload.payment_method_id,
+    }
+    return payload.model_copy(update=update), None
 
 
 async def _signal_case(action: SignalCase, to: Delivery) -> Outcome:
@@ -436,14 +453,6 @@ def _refuse(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status_code=status)
 
 
-_SIGNATURE_REASONS = {
-    "Timestamp outside the tolerance zone": "stale timestamp: the event was signed too long ago",
-    "No signatures found matching the expected signature for payload": "signature does not match the body",
-    "Unable to extract timestamp and signatures from header": "malformed Stripe-Signature header",
-    "No signatures found with expected scheme v1": "malformed Stripe-Signature header (no v1 signature)",
-}
-
-
 @router.post("/webhooks/stripe")
 async def stripe_webhook(
     request: Request,
@@ -453,40 +462,33 @@ async def stripe_webhook(
     timings: TimingsDep,
     failure_lookup: FailureLookupDep,
 ) -> JSONResponse:
-    secret = reveal(settings.stripe_webhook_secret)
-    if not secret:
+    secrets = settings.stripe_webhook_secrets()
+    if not secrets:
         log.error("STRIPE_WEBHOOK_SECRET is not set: refusing Stripe webhooks until it is")
         raise ServiceUnavailable("webhook secret not configured")
 
     body = await request.body()
-    header = request.headers.get("stripe-signature")
-    if not header:
-        return _refuse(400, "missing Stripe-Signature header")
+    problem = signature_problem(
+        body, request.headers.get("stripe-signature"), secrets, tolerance=timings.webhook_tolerance_seconds
+    )
+    if problem is not None:
+        log.warning("stripe webhook refused", reason=problem)
+        return _refuse(400, problem)
+
+    # Signed by Stripe from here on: a body that is no event is refused (400, Stripe never sends
+    # one); an event we cannot use is acknowledged as ignored, since Stripe would retry anything
+    # else for three days and it can never become usable.
     try:
-        text = body.decode("utf-8")
+        document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         return _refuse(400, "body is not UTF-8")
-    try:
-        stripe.WebhookSignature.verify_header(text, header, secret, tolerance=timings.webhook_tolerance_seconds)
-    except stripe.SignatureVerificationError as exc:
-        message = exc.user_message or str(exc)
-        reason = next((r for m, r in _SIGNATURE_REASONS.items() if message.startswith(m)), "bad signature")
-        log.warning("stripe webhook refused", reason=reason)
-        return _refuse(400, reason)
-
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep (`[[[[…`)
         return _refuse(400, "body is not JSON")
-    if not isinstance(event, dict):
+    if not isinstance(document, dict):
         return _refuse(400, "body is not a JSON object")
-    try:
-        action = plan(event)
-    except BadEvent as exc:
-        log.warning("stripe event refused", event_id=event.get("id"), type=event.get("type"), reason=str(exc))
-        return _refuse(400, f"bad event: {exc}")
-
-    event_id, event_type = event["id"], event["type"]
+    read = read_event(document)
+    action = plan(read) if isinstance(read, StripeEvent) else read
+    event_id, event_type = (read.id, read.type) if isinstance(read, StripeEvent) else (None, None)
     if isinstance(action, Ignore):
         log.info("stripe event ignored", event_id=event_id, type=event_type, reason=action.reason)
         outcome = Outcome("ignored", action.reason)
