@@ -336,9 +336,10 @@ class StripePayments:
     async def failure_facts(self, invoice_id: str, subscription_id: str) -> FailureFacts:
         """The invoice (with its decline) and its subscription, read at once. One read failing
         leaves its status None; both failing raise the invoice's error."""
-        invoice, subscription = await asyncio.gather(
+        reads: tuple[dict[str, Any] | BaseException, dict[str, Any] | BaseException] = await asyncio.gather(
             self._invoice_with_payments(invoice_id), self._subscription(subscription_id), return_exceptions=True
         )
+        invoice, subscription = reads
         if isinstance(invoice, BaseException) and isinstance(subscription, BaseException):
             raise invoice
         facts = FailureFacts()

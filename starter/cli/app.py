@@ -429,12 +429,14 @@ def demo(
     seed: Annotated[int | None, typer.Option(help="Random seed, to replay the same population.")] = None,
 ) -> None:
     """Push realistic signed Stripe webhooks through the running API and watch the cases move."""
+    from runtime.settings import Settings
     from starter.cli.demo import DemoConfig, run_demo
     from starter.cli.devstack import DEV_WEBHOOK_SECRET
 
+    configured = Settings().stripe_webhook_secrets()  # during a rotation: sign with the first
     config = DemoConfig(
         api_url=api_url.rstrip("/"),
-        secret=secret or os.environ.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET,
+        secret=secret or (configured[0] if configured else DEV_WEBHOOK_SECRET),
         customers=customers,
         duration=duration,
         speed=speed,

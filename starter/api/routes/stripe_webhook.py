@@ -27,20 +27,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from dunning import contract
 from dunning.contract import Signal
 from dunning.models import (
     CardUpdated,
-    DunningInput,
     InvoicePaid,
     PaymentFailed,
     SubscriptionCanceled,
 )
-from dunning.money import format_money
 from dunning.policy import Policy, choose_policy
+from starter import cases
 from starter.api.deps import (
     TEMPORAL_UNAVAILABLE,
     FailureLookup,
@@ -289,7 +287,7 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
             raise
     else:
         if described.status != WorkflowExecutionStatus.RUNNING:
-            opened_by = await described.memo_value("invoice_id", None)
+            opened_by = await described.memo_value(cases.MEMO_INVOICE, None)
             if opened_by == invoice_id:
                 log.info(
                     "redelivered failure of a closed case ignored",
@@ -304,33 +302,13 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
         log.info("late failure ignored", workflow_id=wid, invoice_id=invoice_id, reason=settled)
         return Outcome("ignored", settled)
     policy, unknown_policy = _policy_for(action, to.policies)
-    summary = f"{action.customer_id} · {format_money(payload.amount_due, payload.currency)} · {action.subscription_id}"
-    handle = await client.start_workflow(
-        contract.WORKFLOW_TYPE,
-        DunningInput(
-            subscription_id=action.subscription_id,
-            customer_id=action.customer_id,
-            policy=policy,
-            requested_policy=unknown_policy,
-        ),
-        id=wid,
+    handle = await cases.open_case(
+        client,
         task_queue=to.task_queue,
-        start_signal=Signal.PAYMENT_FAILED,
-        start_signal_args=[payload],
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(contract.CUSTOMER_ID, action.customer_id),
-                SearchAttributePair(contract.SUBSCRIPTION_ID, action.subscription_id),
-                SearchAttributePair(contract.AMOUNT_DUE, payload.amount_due),
-                SearchAttributePair(contract.CURRENCY, payload.currency.lower()),
-            ]
-        ),
-        memo={"invoice_id": invoice_id, "opened_by_event": payload.event_id},
-        static_summary=summary,
-        static_details=(
-            f"Opened by Stripe event `{payload.event_id}`: invoice `{invoice_id}` failed.\nPolicy `{policy.name}`."
-        ),
+        payment=payload.model_copy(update={"subscription_id": action.subscription_id, "customer_id": action.customer_id}),
+        policy=policy,
+        unknown_policy=unknown_policy,
+        opened_by=f"Stripe event `{payload.event_id}`",
         rpc_timeout=timeout,
     )
     log.info(
