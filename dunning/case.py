@@ -49,9 +49,10 @@ FINAL_NOTICE_TEMPLATE = "final_notice"
 #: (Stripe's word, which happens to be our signal's name too).
 STRIPE_DUNNING_CANCELLATION = contract.Signal.PAYMENT_FAILED.value
 
-#: The furthest back a case may count from. Stripe retries a webhook for three days, so an older
-#: failure is a replay or a reconciliation: counting from its real date would fast-forward the
-#: case past its first messages, or straight into suspension.
+#: The oldest a failure may be and still set the case's clock. Stripe retries a webhook for three
+#: days, so a later delivery keeps its real time (the schedule is already that far along); an
+#: older date is a replay or garbage (`created: 1`), and counting from it would fast-forward the
+#: case past its first messages or straight into suspension: such a case counts from now.
 MAX_FAILURE_AGE = timedelta(days=3)
 
 MessageContext = dict[str, str | int | float | bool | None]
@@ -368,7 +369,9 @@ class Case:
         if not self.open_invoices():
             return "nothing is outstanding"
         if s.card_blocked:
-            return f"the card can't be retried after a {s.decline_category} decline: waiting for a new payment method"
+            category = s.decline_category or DeclineCategory.UNKNOWN
+            article = "an" if category[0] in "aeiou" else "a"
+            return f"the card can't be retried after {article} {category} decline: waiting for a new payment method"
         if not self.card_budget_left(now):
             return f"this card reached its budget of {self.policy.max_attempts_per_card_30d} attempts in 30 days"
         if charging:
@@ -559,7 +562,7 @@ class Case:
             )
 
     def failure_time_out_of_bounds(self, failure: PaymentFailed, now: datetime) -> bool:
-        """Dated in the future, or further back than a case may count from."""
+        """Dated in the future, or older than a case may count from."""
         occurred = failure.occurred_at
         return occurred is not None and not now - MAX_FAILURE_AGE <= occurred <= now
 
@@ -569,7 +572,7 @@ class Case:
             return now
         if not clamp:
             return min(occurred, now)
-        bounded = min(max(occurred, now - MAX_FAILURE_AGE), now)
+        bounded = occurred if now - MAX_FAILURE_AGE <= occurred <= now else now
         if bounded != occurred:
             self.log(
                 now,

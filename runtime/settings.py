@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dunning import contract
@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         1000, ge=0, description="cases a worker keeps in memory (~260 KiB each, docs/performance.md)"
     )
     dunning_policy_dir: Path = SHIPPED_POLICY_DIR
+
+    @field_validator("dunning_policy_dir", mode="before")
+    @classmethod
+    def _empty_means_shipped(cls, value: object) -> object:
+        """`DUNNING_POLICY_DIR=` (set but empty, as compose passes it) means the shipped policies,
+        not the current folder."""
+        return SHIPPED_POLICY_DIR if value in ("", None) else value
     dunning_api_token: SecretStr | None = None
     dunning_payments: Literal["stripe", "sandbox"] | None = None
     dunning_email: Literal["sendgrid", "sandbox"] | None = None

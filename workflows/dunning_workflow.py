@@ -81,7 +81,7 @@ STRIPE_DUNNING_CANCEL_IS_CANCELED = "stripe-dunning-cancel-is-canceled"
 
 #: A failure naming another customer than the case's is refused, never joined.
 ONE_CUSTOMER_PER_CASE = "one-customer-per-case"
-#: A failure dated in the future or more than MAX_FAILURE_AGE back is clamped, never a fast-forward.
+#: A failure dated in the future or more than MAX_FAILURE_AGE back counts from now, never a fast-forward.
 FAILURE_TIME_WITHIN_BOUNDS = "failure-time-within-bounds"
 
 ArgT = TypeVar("ArgT")

@@ -453,7 +453,8 @@ def test_a_failure_naming_another_customer_is_refused_once_and_noted() -> None:
 @pytest.mark.parametrize(
     ("occurred_at", "counts_from"),
     [
-        (datetime(1970, 1, 1, tzinfo=UTC), T0 - 3 * DAY),  # a replay from the past: at most 3 days back
+        (datetime(1970, 1, 1, tzinfo=UTC), T0),  # garbage or a replay: the case starts now
+        (T0 - 4 * DAY, T0),  # older than Stripe's 3-day retry window: now
         (T0 + 365 * DAY, T0),  # from the future: now
         (T0 - 2 * DAY, T0 - 2 * DAY),  # a late webhook within Stripe's retry window keeps its time
     ],
@@ -466,5 +467,8 @@ def test_a_failure_keeps_its_own_time_within_bounds(occurred_at: datetime, count
     case.payment_failed(dated, T0, clamp_time=clamp)
     assert case.state.anchor == counts_from
     assert ("failure_time_clamped" in [e.event for e in case.state.timeline]) is clamp
-    # Never a fast-forward: at worst the first message and the day-3 reminder are due, not suspension.
-    assert not isinstance(case.next_action(T0), Suspend)
+    action = case.next_action(T0)
+    if clamp:  # never a fast-forward: the first message speaks first
+        assert action == SendStep(case.policy.notify[0], "step-0")
+    else:  # a late delivery: the schedule is as far along as the failure is old
+        assert action == ChargeRound("scheduled retry 1/6")

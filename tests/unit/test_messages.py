@@ -3,7 +3,7 @@
 The snapshots under tests/snapshots/messages/<language>/ are the review copy: read them to see
 exactly what goes out. After an intended wording change, regenerate them with
 
-    UPDATE_SNAPSHOTS=1 /work/venv/bin/python -m pytest tests/test_messages.py
+    UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/unit/test_messages.py
 """
 
 from __future__ import annotations

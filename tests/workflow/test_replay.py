@@ -2,7 +2,7 @@
 
 When this fails, a change altered the command sequence of running cases: guard the new
 behaviour with `workflow.patched("...")` (see README, "Changing the workflow"), then record
-fresh histories with `DUNNING_RECORD_HISTORIES=1 scripts/test tests/test_case_flows.py`
+fresh histories with `DUNNING_RECORD_HISTORIES=1 scripts/test tests/workflow` (README, "Changing the workflow")
 and keep the old files beside them, so both code paths stay covered.
 """
 

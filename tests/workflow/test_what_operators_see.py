@@ -116,9 +116,10 @@ async def test_a_failure_dated_1970_does_not_fast_forward_the_case(time_env):
         await case.idle()
         status = await case.status()
         assert status.stage is Stage.RETRYING and status.access is AccessState.GRACE
-        assert case.day(status.grace_ends_at) == 14.0 - 3  # counted from at most three days back
+        assert case.day(status.grace_ends_at) == 14.0  # counted from now
         assert [e.event for e in status.timeline][:2] == ["failure_time_clamped", "payment_failed"]
-        assert {t for _, _, t in await case.sent()} == {"reminder"}  # the latest due step, not the final notice
+        assert {(d, t) for d, _, t in await case.sent()} == {(0.0, "payment_failed")}  # the first message, nothing skipped
+        assert case.charges() == []  # the first retry waits its day
         await case.signal(contract.Signal.SUBSCRIPTION_CANCELED, SubscriptionCanceled(reason="test over"))
         await case.result()
 
