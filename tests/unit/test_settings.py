@@ -39,3 +39,10 @@ def test_defaults() -> None:
     assert settings.dunning_public_url is None  # the request's own URL
     assert settings.codec_cors_origins() == {"http://localhost:8233", "http://127.0.0.1:8233"}
     assert reveal(settings.dunning_api_token) == ""
+
+
+def test_an_empty_policy_dir_means_the_shipped_policies(monkeypatch) -> None:
+    from dunning.policy import SHIPPED_POLICY_DIR
+
+    monkeypatch.setenv("DUNNING_POLICY_DIR", "")  # compose passes a variable it has no value for
+    assert Settings().dunning_policy_dir == SHIPPED_POLICY_DIR
