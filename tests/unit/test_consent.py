@@ -93,3 +93,15 @@ async def test_directories_chain() -> None:
 def test_phone_normalization() -> None:
     assert normalize_phone("+1 (555) 123-4567") == "+15551234567"
     assert normalize_phone("0049 30 123456") == "+4930123456"
+
+
+async def test_the_api_migrates_at_start_and_stops_when_the_database_is_away(tmp_path: Path) -> None:
+    from starter.api.main import create_app
+
+    app = create_app(Settings(dunning_state_dir=tmp_path))
+    async with app.router.lifespan_context(app):
+        assert migrations.current(app.state.database) == migrations.head()
+    away = create_app(Settings(dunning_database_url="postgresql+psycopg://dunning@127.0.0.1:1/d?connect_timeout=2"))
+    with pytest.raises(DatabaseUnavailable):
+        async with away.router.lifespan_context(away):
+            pass
