@@ -8,9 +8,9 @@ production, shared by every worker and API replica. The schema is Alembic's
 from __future__ import annotations
 
 import fcntl
-from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection, Table, create_engine, event, text
