@@ -20,7 +20,9 @@ from temporalio.worker import Worker
 from activities.factory import build_activities
 from activities.policy_check import load_checked_policies
 from dunning.policy import PolicyError
+from runtime import migrations
 from runtime.codec import EncryptionConfigError
+from runtime.database import DatabaseUnavailable
 from runtime.logging import configure_logging
 from runtime.preflight import check_open_cases_decodable
 from runtime.settings import ConfigError, Settings
@@ -30,7 +32,7 @@ from workflows.dunning_workflow import DunningWorkflow
 log = structlog.get_logger("dunning.worker")
 
 #: What stops a worker at start for the operator to fix: one line, no traceback.
-STARTUP_ERRORS = (ConfigError, EncryptionConfigError, TemporalUnreachable)
+STARTUP_ERRORS = (ConfigError, EncryptionConfigError, TemporalUnreachable, DatabaseUnavailable)
 
 
 def build_worker(
@@ -65,7 +67,9 @@ async def run_worker(settings: Settings | None = None) -> None:
         load_checked_policies(settings.dunning_policy_dir)
     except PolicyError as err:
         raise ConfigError(str(err)) from err
-    activities = build_activities(settings)
+    # The schema this code needs, before any activity reads consent (several workers: one migrates).
+    database = await asyncio.to_thread(migrations.prepare, settings)
+    activities = build_activities(settings, database)
     client = await connect(settings)
     # Before taking a task: cases encrypted with a key we don't hold would fail every one of them.
     await check_open_cases_decodable(client, settings.dunning_task_queue)

@@ -35,17 +35,21 @@ from dunning.models import (
     NotificationRequest,
     NotificationResult,
 )
+from runtime.database import DatabaseUnavailable
 
 
 @contextmanager
 def provider_errors() -> Iterator[None]:
-    """Outages stay retryable; rejections stop retrying and show their reason in the case."""
+    """Outages (a provider's, our database's) stay retryable; rejections stop retrying and show
+    their reason in the case."""
     try:
         yield
     except ProviderRejected as exc:
         raise ApplicationError(str(exc), type="ProviderRejected", non_retryable=True) from exc
     except ProviderUnavailable as exc:
         raise ApplicationError(str(exc), type="ProviderUnavailable") from exc
+    except DatabaseUnavailable as exc:
+        raise ApplicationError(str(exc), type="DatabaseUnavailable") from exc
 
 
 class PaymentActivities:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -12,14 +11,17 @@ from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
-from runtime.consent import SqliteConsentStore
+from runtime.consent import DatabaseConsentStore
+from runtime.database import Database
 from runtime.settings import ConfigError, Settings, reveal
 
 log = structlog.get_logger(__name__)
 
 
-def build_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """The activity callables for the worker, with the backends the settings choose."""
+def build_activities(settings: Settings, database: Database | None = None) -> list[Callable[..., Any]]:
+    """The activity callables for the worker, with the backends the settings choose.
+
+    `database` is the migrated one the worker opened at start (default: the settings', unopened)."""
     payments_kind, email_kind, sms_kind = (
         settings.payments_backend(),
         settings.email_backend(),
@@ -44,8 +46,8 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         payments = SandboxPayments()
     outbox = SandboxOutbox()
     email, sms = build_email_backend(settings, outbox), build_sms_backend(settings, outbox)
-    # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same file.
-    consent = SqliteConsentStore(consent_path(settings))
+    # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same database.
+    consent = DatabaseConsentStore(database or Database.from_settings(settings))
     payment_activities = PaymentActivities(payments)
     notification_activities = NotificationActivities(
         payments,
@@ -69,10 +71,6 @@ def _require(what: str, chosen_by: str, needed: dict[str, object]) -> None:
             f"{names} {'is' if len(missing) == 1 else 'are'} not set: {what} ({chosen_by}),"
             f" which needs {', '.join(needed)}"
         )
-
-
-def consent_path(settings: Settings) -> Path:
-    return settings.dunning_state_dir / "consent.sqlite3"
 
 
 def build_email_backend(settings: Settings, sandbox: SandboxOutbox) -> EmailBackend:

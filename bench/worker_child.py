@@ -5,7 +5,8 @@ The production worker (`worker.build_worker`: workflow, activity classes, task q
   pointing at bench/fake_stripe.py), else the in-memory sandbox;
 - email and SMS: rendered for real by the activity, then dropped (a sink that keeps nothing, so
   the worker's memory is the cases' and the SDK's, not a growing outbox);
-- consent: the production SQLite store in a temporary folder.
+- consent: the production store on the default database (SQLite) in a temporary folder, migrated
+  as the worker does at start.
 It also runs the yardstick `BenchMinimalWorkflow`. `BENCH_MAX_CACHED` sets the sticky cache size
 (the SDK's default is 1000); `BENCH_UNSANDBOXED=1` runs workflows outside the SDK's sandbox, only
 to measure what the sandbox costs. It touches `BENCH_READY_FILE` once polling, and stops on SIGTERM.
@@ -30,7 +31,8 @@ from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.sandbox import SandboxPayments  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
-from runtime.consent import SqliteConsentStore  # noqa: E402
+from runtime import migrations  # noqa: E402
+from runtime.consent import DatabaseConsentStore  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from worker import build_worker  # noqa: E402
 
@@ -63,13 +65,13 @@ async def main() -> None:
     settings = Settings(
         dunning_task_queue=os.environ["BENCH_TASK_QUEUE"],
         dunning_max_cached_cases=int(os.environ.get("BENCH_MAX_CACHED", "1000")),
+        dunning_state_dir=Path(tempfile.mkdtemp(prefix="dunning-bench-")),
     )
     payments = (
         StripePayments.from_settings(settings) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
     )
     outbox = SinkOutbox()
-    state_dir = tempfile.mkdtemp(prefix="dunning-bench-")
-    consent = SqliteConsentStore(Path(state_dir) / "consent.sqlite3")
+    consent = DatabaseConsentStore(migrations.prepare(settings))
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, consent)
     worker = build_worker(

@@ -16,6 +16,10 @@ from dunning import contract
 from dunning.policy import SHIPPED_POLICY_DIR
 
 
+#: The default database's file name inside `DUNNING_STATE_DIR`.
+DATABASE_FILE = "dunning.sqlite3"
+
+
 def reveal(secret: SecretStr | None) -> str:
     """A secret's value where a client library needs it ("" when unset)."""
     return secret.get_secret_value() if secret is not None else ""
@@ -46,6 +50,9 @@ class Settings(BaseSettings):
     dunning_sms: Literal["twilio", "sandbox"] | None = None
     dunning_email_from: str | None = None  # SendGrid's verified sender; required with it, no made-up default
     dunning_state_dir: Path = Path(".dunning")
+    # The service's own database (consent today); a URL may hold a password, hence secret.
+    # Unset: a SQLite file in DUNNING_STATE_DIR (one host); `postgresql+psycopg://…` in production.
+    dunning_database_url: SecretStr | None = None
     # What every message may say about the sender (templates degrade gracefully without them).
     dunning_company_name: str | None = None
     dunning_support_email: str | None = None
@@ -82,6 +89,10 @@ class Settings(BaseSettings):
 
     def codec_cors_origins(self) -> set[str]:
         return {o.strip().rstrip("/") for o in self.dunning_codec_cors_origins.split(",") if o.strip()}
+
+    def database_url(self) -> str:
+        """`DUNNING_DATABASE_URL`, else `sqlite:///$DUNNING_STATE_DIR/dunning.sqlite3`."""
+        return reveal(self.dunning_database_url) or f"sqlite:///{(self.dunning_state_dir / DATABASE_FILE).resolve()}"
 
     def payments_backend(self) -> str:
         return self.dunning_payments or ("stripe" if self.stripe_api_key else "sandbox")

@@ -12,11 +12,11 @@ import asyncio
 import hashlib
 import hmac
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Protocol
 
 import structlog
@@ -24,12 +24,12 @@ from fastapi import Cookie, Depends, Header, HTTPException, Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.factory import consent_path
 from activities.stripe_backend import FailureFacts
 from dunning.models import CaseStatus
 from dunning.policy import Policy
 from runtime.codec import EncryptionCodec, EncryptionConfigError
-from runtime.consent import PhoneDirectory, SqliteConsentStore
+from runtime.consent import DatabaseConsentStore, PhoneDirectory
+from runtime.database import Database, DatabaseUnavailable
 from runtime.settings import Settings, reveal
 from starter.api.stripe_events import https_only
 
@@ -47,6 +47,7 @@ RETRY_AFTER_SECONDS = 30
 #: Stripe's default: events signed more than five minutes ago are refused (replay protection).
 DEFAULT_TOLERANCE_SECONDS = 300
 TEMPORAL_UNAVAILABLE = "Temporal unavailable, retry later"
+DATABASE_UNAVAILABLE = "database unavailable, retry later"
 #: The codec server's browser session (`POST /codec/login`); it holds a digest of the token.
 OPERATOR_SESSION_COOKIE = "dunning_codec_session"
 
@@ -72,6 +73,16 @@ class ServiceUnavailable(HTTPException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@contextmanager
+def database_or_503() -> Iterator[None]:
+    """Around the routes' database calls: an unreachable database is a 503, so the caller retries."""
+    try:
+        yield
+    except DatabaseUnavailable as exc:
+        log.warning("database unavailable", error=str(exc))
+        raise ServiceUnavailable(DATABASE_UNAVAILABLE) from exc
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -263,7 +274,22 @@ def get_update_link() -> UpdateLink:
 UpdateLinkDep = Annotated[UpdateLink, Depends(get_update_link)]
 
 
-# --- Twilio and the consent store ----------------------------------------------------------------
+# --- the database and the consent store ----------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _database(url: str) -> Database:
+    return Database(url)
+
+
+def get_database(request: Request, settings: SettingsDep) -> Database:
+    """The app's database (migrated when the app started); a router mounted on an app that has
+    none uses the settings' database."""
+    database = getattr(request.app.state, "database", None)
+    return database if isinstance(database, Database) else _database(settings.database_url())
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 class WritableConsent(Protocol):
@@ -286,19 +312,14 @@ def get_twilio_webhook_config(settings: SettingsDep) -> TwilioWebhookConfig:
     )
 
 
-@lru_cache(maxsize=8)
-def _consent_store(path: Path) -> SqliteConsentStore:
-    return SqliteConsentStore(path)
+def get_consent_store(database: DatabaseDep) -> WritableConsent:
+    """The consent the workers read before every SMS, in the service's database."""
+    return DatabaseConsentStore(database)
 
 
-def get_consent_store(settings: SettingsDep) -> WritableConsent:
-    """The worker's consent file (`$DUNNING_STATE_DIR/consent.sqlite3`)."""
-    return _consent_store(consent_path(settings))
-
-
-def get_phone_directory(settings: SettingsDep) -> PhoneDirectory:
-    """Numbers we have texted (recorded by the worker in the same consent file)."""
-    return _consent_store(consent_path(settings))
+def get_phone_directory(database: DatabaseDep) -> PhoneDirectory:
+    """Numbers we have texted (recorded by the workers in the same database)."""
+    return DatabaseConsentStore(database)
 
 
 TwilioConfigDep = Annotated[TwilioWebhookConfig, Depends(get_twilio_webhook_config)]

@@ -6,6 +6,9 @@ One router per caller (routes/): `POST /webhooks/stripe`, `POST /webhooks/twilio
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.policy_check import load_checked_policies
 from activities.stripe_backend import StripePayments
+from runtime import migrations
+from runtime.database import Database
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -117,9 +122,20 @@ def create_app(
     need dunning (the event may be late); by default Stripe is asked when its key is set.
     """
     settings = settings or Settings()
-    app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None)
+    database = Database.from_settings(settings)  # connects on first use
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Under any ASGI server: the schema this code needs before the first request (several
+        # replicas: one migrates, the others wait); an unreachable database stops the start.
+        await asyncio.to_thread(migrations.upgrade, database, settings.dunning_state_dir)
+        yield
+        database.dispose()
+
+    app = FastAPI(title="Dunning API", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     # What starter.api.deps hands to the routers.
     app.state.settings = settings
+    app.state.database = database
     app.state.policies = load_checked_policies(settings.dunning_policy_dir)
     app.state.temporal = TemporalGateway(client_factory or (lambda: connect(settings)))
     app.state.timings = Timings(rpc_timeout, webhook_tolerance_seconds, visibility_rechecks)

@@ -8,6 +8,7 @@
     dunning extend-grace CASE --days N --reason R
     dunning retry-now CASE          (exit 1 when the case refuses)
     dunning reconcile [--apply]     open the cases Stripe's webhooks never told us about
+    dunning db upgrade              migrate the service's database (`DUNNING_DATABASE_URL`)
     dunning demo                    realistic signed webhook traffic through the running API
 
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
@@ -84,10 +85,19 @@ def operator_errors() -> tuple[type[BaseException], ...]:
 
     from dunning.policy import PolicyError
     from runtime.codec import DecryptionError, EncryptionConfigError
+    from runtime.database import DatabaseUnavailable
     from runtime.settings import ConfigError
     from runtime.temporal import TemporalUnreachable
 
-    return (ConfigError, EncryptionConfigError, DecryptionError, PolicyError, TemporalUnreachable, ValidationError)
+    return (
+        ConfigError,
+        EncryptionConfigError,
+        DecryptionError,
+        PolicyError,
+        TemporalUnreachable,
+        DatabaseUnavailable,
+        ValidationError,
+    )
 
 
 def _describe(err: BaseException) -> str:
@@ -372,6 +382,31 @@ def retry_now(
         console.print(render.retry_result_table(result, stage=outcome.stage))
     if not result.results:
         err_console.print("[yellow]nothing was charged[/yellow]")
+
+
+# --- the service's database -----------------------------------------------------------------
+
+db_app = typer.Typer(help="The service's own database (DUNNING_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to this version's schema and copy in an old consent file.
+
+    Workers and the API do the same at start (one at a time); run it first to migrate apart from
+    a deploy. Idempotent. Exit 1 when the database is unreachable."""
+    from runtime import migrations
+    from runtime.database import Database
+    from runtime.settings import Settings
+
+    settings = Settings()
+    database = Database.from_settings(settings)
+    try:
+        revision = migrations.upgrade(database, settings.dunning_state_dir)
+    finally:
+        database.dispose()
+    console.print(f"database at revision {revision} (this version's head: {migrations.head()})")
 
 
 # --- events we never got ---------------------------------------------------------------------

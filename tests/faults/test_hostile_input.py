@@ -31,6 +31,7 @@ from activities.sandbox import SandboxOutbox, SandboxPayments
 from dunning.models import DunningInput
 from dunning.policy import load_policies
 from fakes import stripe_api as sf
+from runtime import migrations
 from runtime.settings import Settings
 from starter.api.main import create_app
 from tests.helpers.case_harness import failure
@@ -86,6 +87,7 @@ async def target(dev_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterato
     payments, outbox = SandboxPayments(), SandboxOutbox()
     worker = new_worker(client, task_queue=case_queue, payments=payments, outbox=outbox)
     app = full_app(settings_, client)
+    migrations.upgrade(app.state.database)  # what the app's lifespan does under a server
     async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
         handle = await client.start_workflow(
             DunningWorkflow.run,

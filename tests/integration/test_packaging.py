@@ -1,5 +1,6 @@
-"""The wheel carries what the service cannot run without: every module, the shipped policies and
-the message templates (`pip install .` once shipped neither policies nor templates).
+"""The wheel carries what the service cannot run without: every module, the shipped policies,
+the message templates (`pip install .` once shipped neither policies nor templates) and the
+database migrations (Alembic reads them as files).
 
 The wheel is built from a copy of the source (no stale `build/` can fill a gap), installed with
 its dependencies from the package index into a fresh venv without system site-packages, and
@@ -20,11 +21,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ["dunning", "workflows", "activities", "runtime", "starter", "worker.py"]
+MIGRATIONS = ROOT / "runtime" / "migrations"
 
 pytestmark = pytest.mark.timeout(600)
 
 # Runs inside the installed venv: imports every module of the service from site-packages, loads
-# the shipped policies and renders every template in every language on every channel.
+# the shipped policies, renders every template in every language on every channel and migrates
+# an empty database to the newest revision.
 CHECK = r"""
 import importlib, json, sys, sysconfig
 from pathlib import Path
@@ -58,7 +61,14 @@ for language in messages.LANGUAGES:
             if channel is Channel.EMAIL:
                 assert message.subject and message.html, (language, template)
             rendered.append(f"{language}/{template}/{channel.value}")
-print(json.dumps({"policies": sorted(policies), "rendered": rendered}))
+import tempfile
+from runtime import migrations
+from runtime.database import Database
+
+assert migrations.HERE.is_relative_to(site), migrations.HERE
+revision = migrations.upgrade(Database(f"sqlite:///{tempfile.mkdtemp()}/dunning.sqlite3"))
+assert revision is not None and revision == migrations.head(), revision
+print(json.dumps({"policies": sorted(policies), "rendered": rendered, "revision": revision}))
 """
 
 
@@ -68,6 +78,8 @@ def service_modules() -> list[str]:
     for entry in SERVICE:
         path = ROOT / entry
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if file.parent.is_relative_to(MIGRATIONS) and file.name != "__init__.py":
+                continue  # Alembic's scripts (env.py, versions/): it runs them, nobody imports them
             parts = list(file.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()

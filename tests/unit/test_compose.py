@@ -39,6 +39,7 @@ CONTRACT_VARIABLES = {
     "DUNNING_EMAIL",
     "DUNNING_SMS",
     "DUNNING_TASK_QUEUE",
+    "DUNNING_DATABASE_URL",
 }
 KIND = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
 
@@ -68,7 +69,9 @@ def _command(service: dict) -> list[str]:
 
 
 def test_every_service_is_there(services: dict) -> None:
-    assert {"postgresql", "temporal", "temporal-ui", "temporal-setup", "worker", "api"} <= set(services)
+    assert {"postgresql", "temporal", "temporal-ui", "temporal-setup", "dunning-db-setup", "worker", "api"} <= set(
+        services
+    )
 
 
 @pytest.mark.parametrize("name", ["postgresql", "temporal", "temporal-ui", "worker", "api"])
@@ -135,6 +138,20 @@ def test_api_and_workers_share_the_consent_store(services: dict, compose: dict) 
     assert "dunning-state" in compose["volumes"]
 
 
+def test_our_database_is_its_own_on_the_compose_postgres(services: dict) -> None:
+    """`dunning` (role and database) beside Temporal's, created before the worker and API start."""
+    for name in ("worker", "api"):
+        url = _env(services[name])["DUNNING_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://dunning:${DUNNING_DB_PASSWORD:?")
+        assert url.endswith("@postgresql:5432/dunning")
+        assert services[name]["depends_on"]["dunning-db-setup"]["condition"] == "service_completed_successfully"
+    setup = services["dunning-db-setup"]
+    assert setup["depends_on"]["postgresql"]["condition"] == "service_healthy" and setup["restart"] == "no"
+    script = _command(setup)[-1]
+    assert "CREATE ROLE dunning" in script and "CREATE DATABASE dunning OWNER dunning" in script
+    assert ":?" in _env(setup)["DUNNING_DB_PASSWORD"]
+
+
 def test_temporal_on_postgres(services: dict) -> None:
     temporal = services["temporal"]
     assert temporal["image"].split(":")[0].endswith("temporalio/auto-setup")
@@ -169,6 +186,7 @@ def test_variables_are_all_named_in_the_contract_or_compose_own(compose: dict) -
         "TEMPORAL_CODEC_ENDPOINT",
         "DUNNING_IMAGE",
         "DUNNING_API_PORT",
+        "DUNNING_DB_PASSWORD",
     }
     assert referenced - CONTRACT_VARIABLES - compose_own == set()
 

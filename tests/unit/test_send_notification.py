@@ -16,12 +16,14 @@ from werkzeug import Response
 from activities.case_activities import NotificationActivities
 from activities.factory import build_activities
 from activities.messages import render_message
-from activities.sandbox import SandboxPayments
+from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.sendgrid_backend import SendGridEmail
 from activities.twilio_backend import TwilioSms
 from dunning.models import Channel, NotificationRequest
-from runtime.consent import SqliteConsentStore
+from runtime.consent import DatabaseConsentStore
+from runtime.database import Database
 from runtime.settings import Settings
+from tests.helpers.database import consent_store
 
 SID = "AC00000000000000000000000000000001"
 MESSAGES = f"/2010-04-01/Accounts/{SID}/Messages.json"
@@ -51,8 +53,8 @@ def payments() -> SandboxPayments:
 
 
 @pytest.fixture
-def consent(tmp_path: Path) -> SqliteConsentStore:
-    return SqliteConsentStore(tmp_path / "consent.sqlite3")
+def consent(tmp_path: Path) -> DatabaseConsentStore:
+    return consent_store(tmp_path)
 
 
 @pytest.fixture
@@ -189,7 +191,8 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
     notify = next(a.__self__ for a in activities if getattr(a, "__name__", "") == "send_notification")
     assert isinstance(notify.email, SendGridEmail) and isinstance(notify.sms, TwilioSms)
     assert notify.email.from_email == "billing@acme.example"
-    assert isinstance(notify.consent, SqliteConsentStore) and notify.consent.path == tmp_path / "consent.sqlite3"
+    assert isinstance(notify.consent, DatabaseConsentStore)
+    assert notify.consent.database.engine.url.database == str(tmp_path.resolve() / "dunning.sqlite3")
     assert notify.message_defaults == {"company_name": "Acme"}
 
 
@@ -200,3 +203,14 @@ async def test_a_bad_number_does_not_count_as_an_opt_out(httpserver: HTTPServer,
     result = await run(notify, request(Channel.SMS))
     assert (result.status, result.fallback_channel) == ("failed", Channel.EMAIL)
     assert not await consent.sms_opted_out("cus_de")
+
+
+async def test_consent_unreadable_while_the_database_is_down_is_retried(httpserver: HTTPServer, payments) -> None:
+    """No SMS without knowing the customer's consent: the activity fails retryably (Temporal retries)."""
+    down = DatabaseConsentStore(Database("postgresql+psycopg://dunning@127.0.0.1:1/dunning?connect_timeout=2"))
+    sms = TwilioSms(SID, "token", "+15005550006", api_base=httpserver.url_for(""), timeout=2)
+    notify = NotificationActivities(payments, SandboxOutbox(), sms, down)
+    with pytest.raises(ApplicationError) as raised:
+        await run(notify, request(Channel.SMS))
+    assert raised.value.type == "DatabaseUnavailable" and not raised.value.non_retryable
+    assert not httpserver.log  # nothing was sent

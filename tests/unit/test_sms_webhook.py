@@ -10,9 +10,11 @@ import pytest
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from runtime.consent import SqliteConsentStore
+from runtime.consent import DatabaseConsentStore
+from runtime.database import Database
 from starter.api import deps
 from starter.api.routes import sms_webhook
+from tests.helpers.database import consent_store
 
 TOKEN = "twilio-auth-token"
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -21,12 +23,12 @@ PHONE = "+15551234567"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteConsentStore:
-    return SqliteConsentStore(tmp_path / "consent.sqlite3")
+def store(tmp_path: Path) -> DatabaseConsentStore:
+    return consent_store(tmp_path)
 
 
 @pytest.fixture
-def app(store: SqliteConsentStore) -> FastAPI:
+def app(store: DatabaseConsentStore) -> FastAPI:
     app = FastAPI()
     app.include_router(sms_webhook.router)
     app.dependency_overrides[deps.get_consent_store] = lambda: store
@@ -65,7 +67,7 @@ async def post(app: FastAPI, form: dict[str, str], signature: str | None = "sign
         )
 
 
-async def test_stop_then_start_with_a_valid_signature(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_stop_then_start_with_a_valid_signature(app: FastAPI, store: DatabaseConsentStore) -> None:
     await store.remember_sms_recipient("cus_1", PHONE)
     response = await post(app, inbound(" stop "))
     assert response.status_code == 200
@@ -79,30 +81,30 @@ async def test_stop_then_start_with_a_valid_signature(app: FastAPI, store: Sqlit
 
 
 @pytest.mark.parametrize("word", ["STOP", "stopall", "Unsubscribe", "CANCEL", "end", "QUIT", "Stop."])
-async def test_every_stop_keyword_opts_out(app: FastAPI, store: SqliteConsentStore, word: str) -> None:
+async def test_every_stop_keyword_opts_out(app: FastAPI, store: DatabaseConsentStore, word: str) -> None:
     await store.remember_sms_recipient("cus_1", PHONE)
     assert (await post(app, inbound(word))).status_code == 200
     assert await store.sms_opted_out("cus_1")
 
 
-async def test_ordinary_reply_changes_nothing(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_ordinary_reply_changes_nothing(app: FastAPI, store: DatabaseConsentStore) -> None:
     await store.remember_sms_recipient("cus_1", PHONE)
     assert (await post(app, inbound("please stop charging twice"))).status_code == 200
     assert not await store.sms_opted_out("cus_1")
 
 
-async def test_unknown_number_is_acknowledged(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_unknown_number_is_acknowledged(app: FastAPI, store: DatabaseConsentStore) -> None:
     assert (await post(app, inbound("STOP", phone="+15550000000"))).status_code == 200
 
 
-async def test_bad_signature_is_rejected(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_bad_signature_is_rejected(app: FastAPI, store: DatabaseConsentStore) -> None:
     await store.remember_sms_recipient("cus_1", PHONE)
     response = await post(app, inbound("STOP"), signature="bm90IGEgc2lnbmF0dXJl")
     assert response.status_code == 403 and "Signature" in response.json()["detail"]
     assert not await store.sms_opted_out("cus_1")
 
 
-async def test_signature_over_a_tampered_body_is_rejected(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_signature_over_a_tampered_body_is_rejected(app: FastAPI, store: DatabaseConsentStore) -> None:
     await store.remember_sms_recipient("cus_1", PHONE)
     signature = RequestValidator(TOKEN).compute_signature(URL, inbound("hello"))
     response = await post(app, inbound("STOP"), signature=signature)
@@ -137,7 +139,7 @@ async def test_unconfigured_token_refuses(app: FastAPI) -> None:
     assert (await post(app, inbound("STOP"))).status_code == 503
 
 
-async def test_public_url_behind_a_proxy(app: FastAPI, store: SqliteConsentStore) -> None:
+async def test_public_url_behind_a_proxy(app: FastAPI, store: DatabaseConsentStore) -> None:
     app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(
         auth_token=TOKEN, public_url="https://dunning.example.com/"
     )
@@ -148,7 +150,7 @@ async def test_public_url_behind_a_proxy(app: FastAPI, store: SqliteConsentStore
     assert await store.sms_opted_out("cus_1")
 
 
-async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore) -> None:
+async def test_reads_the_token_from_the_apps_settings(store: DatabaseConsentStore) -> None:
     from runtime.settings import Settings
 
     app = FastAPI()
@@ -162,16 +164,28 @@ async def test_reads_the_token_from_the_apps_settings(store: SqliteConsentStore)
     assert (await post(app, inbound("START"), signature="bad")).status_code == 403
 
 
-async def test_default_store_is_the_workers_consent_file(tmp_path: Path) -> None:
-    """No overrides: the webhook writes $DUNNING_STATE_DIR/consent.sqlite3, which the worker reads."""
+async def test_default_store_is_the_workers_database(tmp_path: Path) -> None:
+    """No overrides: the webhook writes the settings' database ($DUNNING_STATE_DIR/dunning.sqlite3
+    by default), which the worker reads."""
     from activities.factory import build_activities
+    from runtime import migrations
     from runtime.settings import Settings
 
     settings = Settings(twilio_auth_token=TOKEN, dunning_sms="sandbox", dunning_state_dir=tmp_path)
-    notify = next(a.__self__ for a in build_activities(settings) if a.__name__ == "send_notification")
+    database = migrations.prepare(settings)  # what the worker does at start
+    notify = next(a.__self__ for a in build_activities(settings, database) if a.__name__ == "send_notification")
     await notify.consent.remember_sms_recipient("cus_1", PHONE)  # the worker texted this number
     app = FastAPI()
     app.include_router(sms_webhook.router)
     app.state.settings = settings
     assert (await post(app, inbound("STOP"))).status_code == 200
     assert await notify.consent.sms_opted_out("cus_1")
+
+
+async def test_database_down_answers_503_so_twilio_retries_the_stop(app: FastAPI) -> None:
+    down = DatabaseConsentStore(Database("postgresql+psycopg://dunning@127.0.0.1:1/dunning?connect_timeout=2"))
+    app.dependency_overrides[deps.get_consent_store] = lambda: down
+    app.dependency_overrides[deps.get_phone_directory] = lambda: down
+    response = await post(app, inbound("STOP"))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert (await post(app, inbound("thanks"))).status_code == 200  # an ordinary reply needs no database

@@ -19,10 +19,11 @@ from twilio.request_validator import RequestValidator
 from activities.sandbox import SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
-from runtime.consent import SqliteConsentStore
+from runtime.consent import DatabaseConsentStore
 from starter.api import deps
 from starter.api.routes import in_app, sms_webhook
 from tests.helpers.case_harness import CaseRunner, make_policy
+from tests.helpers.database import consent_store
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TWILIO_SID = "AC00000000000000000000000000000001"
@@ -51,7 +52,7 @@ async def advance_to_local(env, hour: int, minute: int, tz: ZoneInfo) -> datetim
 
 async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_env, tmp_path: Path) -> None:
     policy = make_policy(quiet_hours=["21:00", "08:00"], retry_after=["P20D"])
-    async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3")) as runner:
+    async with NotifyRunner(time_env, consent=consent_store(tmp_path)) as runner:
         runner.payments.add_customer(
             "cus_de",
             name="Jonas Becker",
@@ -86,7 +87,7 @@ async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_
         assert "Hallo Jonas," in email.body and "49,00\xa0€" in email.body
 
 
-def webhook_app(store: SqliteConsentStore) -> FastAPI:
+def webhook_app(store: DatabaseConsentStore) -> FastAPI:
     app = FastAPI()
     app.include_router(sms_webhook.router)
     app.dependency_overrides[deps.get_consent_store] = lambda: store
@@ -110,7 +111,7 @@ async def text_back(app: FastAPI, phone: str, body: str) -> int:
 
 
 async def test_stop_mid_case_ends_sms_for_this_case_and_the_next(time_env, tmp_path: Path) -> None:
-    store = SqliteConsentStore(tmp_path / "consent.sqlite3")
+    store = consent_store(tmp_path)
     app = webhook_app(store)
     async with NotifyRunner(time_env, consent=store) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
@@ -154,7 +155,7 @@ async def test_sms_only_step_falls_back_to_email_when_twilio_cannot_reach_the_nu
             {"at": "P3D", "channels": ["sms"], "template": "reminder"},
         ],
     )
-    async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3"), sms=twilio) as runner:
+    async with NotifyRunner(time_env, consent=consent_store(tmp_path), sms=twilio) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
         case = await runner.open(policy=policy, customer_id="cus_landline")
         await case.wait_days(3.5)
@@ -173,7 +174,7 @@ async def test_sms_only_step_falls_back_to_email_when_twilio_cannot_reach_the_nu
 
 async def test_no_message_once_the_invoice_is_paid_even_before_stripe_tells_the_case(time_env, tmp_path: Path) -> None:
     policy = make_policy(retry_after=["P20D"])
-    async with NotifyRunner(time_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3")) as runner:
+    async with NotifyRunner(time_env, consent=consent_store(tmp_path)) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
         case = await runner.open(policy=policy, customer_id="cus_paid")
         await case.wait_days(2)
@@ -197,7 +198,7 @@ async def test_no_message_once_the_invoice_is_paid_even_before_stripe_tells_the_
 
 async def test_in_app_endpoint_reads_the_live_case(dev_env, tmp_path: Path) -> None:
     """On the real dev server: visibility finds the case by CustomerId, the status query gives the banner."""
-    async with NotifyRunner(dev_env, consent=SqliteConsentStore(tmp_path / "c.sqlite3")) as runner:
+    async with NotifyRunner(dev_env, consent=consent_store(tmp_path)) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 5)
         customer = f"cus_{uuid.uuid4().hex[:8]}"
         case = await runner.open(customer_id=customer)

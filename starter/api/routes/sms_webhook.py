@@ -20,7 +20,14 @@ from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
-from starter.api.deps import ConsentDep, PhoneDirectoryDep, ServiceUnavailable, TwilioConfigDep, TwilioWebhookConfig
+from starter.api.deps import (
+    ConsentDep,
+    PhoneDirectoryDep,
+    ServiceUnavailable,
+    TwilioConfigDep,
+    TwilioWebhookConfig,
+    database_or_503,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -85,10 +92,11 @@ async def twilio_inbound_sms(
     if action is None:
         log.info("twilio webhook: ordinary reply ignored", message_sid=params.get("MessageSid"))
         return _twiml()
-    customers = await directory.customers_for_phone(phone)
     source = f"sms:{' '.join(body.strip().upper().split())}"
-    for customer_id in customers:
-        await consent.set_sms_opt_out(customer_id, action, source=source)
+    with database_or_503():  # Twilio retries a 503: the STOP is not lost while the database is down
+        customers = await directory.customers_for_phone(phone)
+        for customer_id in customers:
+            await consent.set_sms_opt_out(customer_id, action, source=source)
     log.info(
         "sms consent changed",
         opted_out=action,
