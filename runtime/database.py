@@ -90,6 +90,10 @@ class Database:
             else:  # an in-memory database belongs to this process alone
                 yield connection
 
+    def ping(self) -> None:
+        """One round trip; `DatabaseUnavailable` when the database does not answer."""
+        self.run(lambda connection: connection.execute(text("SELECT 1")))
+
     def dispose(self) -> None:
         self.engine.dispose()
 

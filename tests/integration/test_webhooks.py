@@ -577,10 +577,18 @@ async def test_webhook_secret_not_configured_is_not_acknowledged(dev_env, ids):
 # --- healthz --------------------------------------------------------------------------------------
 
 
-async def test_healthz(api, api_without_temporal):
+async def test_healthz(api, api_without_temporal, dev_env, ids):
     up = await api.get("/healthz")
     assert up.status_code == 200
-    assert up.json()["temporal"] == "reachable"
+    assert (up.json()["temporal"], up.json()["database"]) == ("reachable", "reachable")
     down = await api_without_temporal.get("/healthz")
     assert down.status_code == 503
     assert down.json()["temporal"].startswith("unreachable")
+    no_database = create_app(
+        settings_for(ids, dunning_database_url="postgresql+psycopg://dunning@127.0.0.1:1/dunning"),
+        client_factory=lambda: dev_env.client,
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=no_database), base_url="http://api") as http:
+        degraded = await http.get("/healthz")
+    assert degraded.status_code == 503
+    assert (degraded.json()["database"], degraded.json()["temporal"]) == ("unreachable", "reachable")
