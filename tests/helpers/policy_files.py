@@ -22,6 +22,20 @@ template = "suspended"
 """
 
 
+#: Pay-or-thank-you: the first message at once, a thank-you on recovery (fault and end-to-end runs).
+RECOVERY_LADDER = """
+[[notify]]
+at = "PT0S"
+channels = ["email", "in_app"]
+template = "payment_failed"
+
+[[notify]]
+on = "recovered"
+channels = ["email"]
+template = "recovered"
+"""
+
+
 def policy_text(name: str = "default", ladder: str = LADDER, **fields: str) -> str:
     """A valid policy file; `fields` replace or add top-level lines (value as TOML text)."""
     top = {

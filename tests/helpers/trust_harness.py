@@ -26,6 +26,7 @@ from werkzeug import Request, Response
 from dunning.models import CaseStatus
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
+from tests.helpers.policy_files import RECOVERY_LADDER, policy_text
 from tests.helpers.workers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,24 +34,13 @@ WEBHOOK_SECRET = "whsec_test_trust_0123456789abcdef"
 STRIPE_KEY = "sk_test_trust_0123456789"
 
 # Seconds instead of days: first retry 3 s after the failure, the second 25 s, then an hour.
-FAST_POLICY = """
-name = "fast"
-retry_after = ["PT3S", "PT25S", "PT1H"]
-max_attempts_per_card_30d = 10
-grace = "P14D"
-cancel_after_suspension = "P30D"
-min_gap_between_messages = "PT1S"
-
-[[notify]]
-at = "PT0S"
-channels = ["email", "in_app"]
-template = "payment_failed"
-
-[[notify]]
-on = "recovered"
-channels = ["email"]
-template = "recovered"
-"""
+FAST_POLICY = policy_text(
+    "fast",
+    RECOVERY_LADDER,
+    retry_after='["PT3S", "PT25S", "PT1H"]',
+    max_attempts_per_card_30d="10",
+    min_gap_between_messages='"PT1S"',
+)
 
 
 def write_policies(folder: Path) -> Path:

@@ -31,28 +31,18 @@ from fakes.stripe_api import FakeStripe, Reply
 from runtime.settings import Settings
 from starter.api.main import create_app
 from tests.helpers import new_worker
+from tests.helpers.policy_files import RECOVERY_LADDER, policy_text
 
 SECRET = "whsec_test_e2e_0123456789abcdef"
 
 # Retries two seconds after the failure, then an hour later: nothing else fires during the test.
-E2E_POLICY = """
-name = "e2e"
-retry_after = ["PT2S", "PT1H"]
-max_attempts_per_card_30d = 10
-grace = "P14D"
-cancel_after_suspension = "P30D"
-min_gap_between_messages = "PT20H"
-
-[[notify]]
-at = "PT0S"
-channels = ["email", "in_app"]
-template = "payment_failed"
-
-[[notify]]
-on = "recovered"
-channels = ["email"]
-template = "recovered"
-"""
+E2E_POLICY = policy_text(
+    "e2e",
+    RECOVERY_LADDER,
+    retry_after='["PT2S", "PT1H"]',
+    max_attempts_per_card_30d="10",
+    min_gap_between_messages='"PT20H"',
+)
 
 
 async def post_event(http: httpx.AsyncClient, event: dict) -> httpx.Response:
