@@ -63,10 +63,12 @@ MessageContext = dict[str, str | int | float | bool | None]
 
 @dataclass(frozen=True)
 class CloseCanceled:
-    """The subscription was canceled in Stripe: close the case, send nothing more."""
+    """The subscription was canceled (in Stripe, or by the customer on their page, in which case
+    the case cancels it in Stripe first): close the case, send nothing more."""
 
     reason: str
     by_stripe_dunning: bool
+    by_customer_page: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,20 @@ class Case:
         return Stage.RETRYING
 
     def grace_ends_at(self) -> datetime:
-        return schedule.grace_ends_at(self.policy, self.state.anchor, self.state.grace_extension_days)
+        s = self.state
+        return schedule.grace_ends_at(self.policy, s.anchor, s.grace_extension_days) + s.grace_extension
+
+    def cancel_at(self) -> datetime:
+        """When the subscription is canceled if nothing is paid by then."""
+        return (self.state.suspended_at or self.grace_ends_at()) + self.policy.cancel_after_suspension
+
+    def self_service_grace_left(self) -> int:
+        """How often the customer may still take more time on their page: while the case is open,
+        not paused and access not yet suspended, up to the policy's limit."""
+        s = self.state
+        if s.outcome or s.paused or s.access is AccessState.SUSPENDED or not s.invoices:
+            return 0
+        return max(self.policy.self_service_grace_limit - s.customer_extensions, 0)
 
     def log(self, at: datetime, event: str, detail: str = "") -> None:
         self.state.timeline.append(TimelineEntry(at=at, event=event, detail=detail))
@@ -239,7 +254,7 @@ class Case:
         """
         s = self.state
         if s.cancel_requested is not None:
-            return CloseCanceled(s.cancel_requested, s.canceled_by_stripe_dunning)
+            return CloseCanceled(s.cancel_requested, s.canceled_by_stripe_dunning, s.canceled_by_customer)
         if s.invoices and not self.open_invoices():
             recovered = any(i.status == "paid" for i in s.invoices)
             return Settle(recovered=recovered, restore_access=recovered and s.access is AccessState.SUSPENDED)
@@ -502,7 +517,7 @@ class Case:
             "decline_code": s.last_decline.decline_code if s.last_decline else None,
             "next_retry_at": retry[1].isoformat() if retry else None,
             "grace_ends_at": grace_ends.isoformat(),
-            "cancel_at": ((s.suspended_at or grace_ends) + self.policy.cancel_after_suspension).isoformat(),
+            "cancel_at": self.cancel_at().isoformat(),
             "amount_paid": sum(i.amount_due for i in s.invoices if i.status == "paid") or None,
             "days_left": max((grace_ends - now).days, 0),
             "plan_name": s.customer.plan_name if s.customer else None,
@@ -527,6 +542,7 @@ class Case:
     def close(self, outcome: Stage, now: datetime) -> None:
         s = self.state
         s.outcome = outcome
+        s.closed_at = now
         s.pending_sms.clear()
         if outcome is not Stage.RECOVERED:
             s.banner_template = None
@@ -651,11 +667,19 @@ class Case:
             self.log(now, contract.Signal.INVOICE_PAID, f"{paid.invoice_id} paid outside the case")
         return True
 
-    def subscription_canceled(self, canceled: SubscriptionCanceled) -> bool:
+    def subscription_canceled(self, canceled: SubscriptionCanceled, now: datetime) -> bool:
         s = self.state
-        if not self._first_time(canceled.event_id) or s.outcome:
+        if not self._first_time(canceled.event_id) or s.outcome or s.cancel_requested is not None:
             return False
-        s.cancel_requested = canceled.reason or "customer.subscription.deleted"
+        if canceled.source == "customer":
+            s.canceled_by_customer = True
+            s.feedback = canceled.feedback
+            feedback = canceled.feedback
+            said = f"{feedback.reason.value}: {feedback.comment or '(no comment)'}" if feedback else "no reason given"
+            self.log(now, "customer_canceled", said)
+        s.cancel_requested = canceled.reason or (
+            "asked on the customer page" if s.canceled_by_customer else "customer.subscription.deleted"
+        )
         s.canceled_by_stripe_dunning = canceled.cancellation_reason == STRIPE_DUNNING_CANCELLATION
         return True
 
@@ -683,10 +707,17 @@ class Case:
 
     def extend_grace(self, request: ExtendGrace, now: datetime) -> bool:
         s = self.state
-        if s.outcome:
+        if s.outcome or not self._first_time(request.request_id):
             return False
-        s.grace_extension_days += request.days
-        self.log(now, "grace_extended", f"+{request.days} days: {request.reason}")
+        if request.source == "customer":
+            if not self.self_service_grace_left():
+                self.log(now, "grace_refused", "the customer asked for more time, but none is left to give")
+                return False
+            s.customer_extensions += 1
+        length = request.length(self.policy.self_service_grace)
+        s.grace_extension += length
+        by = "the customer, on their page" if request.source == "customer" else request.reason
+        self.log(now, "grace_extended", f"+{_days_text(length)} by {by}; grace now ends {self.grace_ends_at():%Y-%m-%d %H:%M} UTC")
         return True
 
     # --- what operators see ----------------------------------------------------------------
@@ -717,6 +748,16 @@ class Case:
             next_action=next_action.label,
             next_action_at=next_action.until,
             banner_template=s.banner_template,
+            closed_at=s.closed_at,
+            suspended_at=s.suspended_at,
+            cancel_at=self.cancel_at() if s.invoices and not s.outcome else None,
+            next_retry_at=retry[1] if (retry := self.next_retry()) and not s.outcome else None,
+            customer_locale=s.customer.locale if s.customer else None,
+            customer_timezone=self.timezone(),
+            self_service_grace=self.policy.self_service_grace,
+            self_service_grace_left=self.self_service_grace_left(),
+            customer_extensions=s.customer_extensions,
+            feedback=s.feedback,
         )
 
     def search_attributes(self, next_action: Wait) -> dict[str, object]:
@@ -749,6 +790,13 @@ class Case:
             lines.append(f"Last decline: {s.last_decline.decline_code or s.last_decline.code} ({s.decline_category})")
         lines.append(f"Access: {s.access.value}; grace ends {self.grace_ends_at():%Y-%m-%d %H:%M} UTC")
         return "\n\n".join(lines)
+
+
+def _days_text(length: timedelta) -> str:
+    """`+7 days`, `+36 hours`: how a grace extension reads in the timeline."""
+    if length % timedelta(days=1) == timedelta(0):
+        return f"{length.days} days"
+    return f"{length / timedelta(hours=1):g} hours"
 
 
 def charge_summary(invoice: InvoiceState, request: ChargeRequest, trigger: str) -> str:

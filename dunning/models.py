@@ -6,11 +6,11 @@ pydantic data converter renders it as readable JSON in the UI.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dunning.policy import Policy
 
@@ -92,6 +92,24 @@ class InvoicePaid(_Model):
     event_id: str | None = None
 
 
+class CancelReason(StrEnum):
+    """Why a customer leaves, as the customer page asks it (the contract's `reason` values)."""
+
+    TOO_EXPENSIVE = "too_expensive"
+    NOT_USING = "not_using"
+    MISSING_FEATURES = "missing_features"
+    SWITCHING = "switching"
+    TEMPORARY = "temporary"
+    OTHER = "other"
+
+
+class CustomerFeedback(_Model):
+    """What a customer who canceled on their page told us."""
+
+    reason: CancelReason
+    comment: str | None = Field(None, max_length=2000)
+
+
 class SubscriptionCanceled(_Model):
     reason: str | None = None
     event_id: str | None = None
@@ -99,6 +117,10 @@ class SubscriptionCanceled(_Model):
         None,
         description="Stripe's `cancellation_details.reason`: `payment_failed` means Stripe's own dunning canceled it",
     )
+    source: Literal["customer"] | None = Field(
+        None, description="`customer`: asked on their page; the case cancels the subscription in Stripe itself"
+    )
+    feedback: CustomerFeedback | None = None
 
 
 class Pause(_Model):
@@ -109,9 +131,35 @@ class Resume(_Model):
     reason: str = "resumed by operator"
 
 
+MAX_GRACE_EXTENSION = timedelta(days=365)
+
+
 class ExtendGrace(_Model):
-    days: int = Field(ge=1, le=365)
+    """More time before suspension. An operator gives `days` or an ISO 8601 `duration`; a customer
+    who asks on their page (`source: customer`) gets the pinned policy's `self_service_grace`, at
+    most `self_service_grace_limit` times. The same `request_id` twice extends once."""
+
+    days: int | None = Field(None, ge=1, le=365)
+    duration: timedelta | None = Field(None, description="ISO 8601, e.g. P7D or PT36H")
     reason: str = "grace extended by operator"
+    source: Literal["operator", "customer"] = "operator"
+    request_id: str | None = Field(None, max_length=120)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> ExtendGrace:
+        if self.source == "customer":
+            if self.days is not None or self.duration is not None:
+                raise ValueError("a customer's extension is the policy's self_service_grace: leave out days and duration")
+        elif (self.days is None) == (self.duration is None):
+            raise ValueError("give `days` or an ISO 8601 `duration` (e.g. \"P7D\"), one of them")
+        if self.duration is not None and not timedelta(0) < self.duration <= MAX_GRACE_EXTENSION:
+            raise ValueError("duration must be positive and at most P365D")
+        return self
+
+    def length(self, self_service_grace: timedelta) -> timedelta:
+        if self.source == "customer":
+            return self_service_grace
+        return self.duration if self.duration is not None else timedelta(days=self.days or 0)
 
 
 class RetryNow(_Model):
@@ -274,7 +322,12 @@ class CaseState(_Model):
     canceled_by_stripe_dunning: bool = Field(False, description="Stripe's own dunning canceled the subscription")
     late_failures: list[PaymentFailed] = []
     last_message_at: datetime | None = None
-    grace_extension_days: int = 0
+    grace_extension_days: int = Field(0, description="operator extensions of earlier releases, in days")
+    grace_extension: timedelta = timedelta(0)
+    customer_extensions: int = Field(0, description="times the customer took more time on their page")
+    canceled_by_customer: bool = Field(False, description="the customer canceled on their page")
+    feedback: CustomerFeedback | None = None
+    closed_at: datetime | None = None
     paused: bool = False
     pause_reason: str | None = None
     paused_at: datetime | None = None
@@ -322,6 +375,16 @@ class CaseStatus(_Model):
     banner_template: str | None = Field(
         None, description="template of the in-app banner the SaaS app should show, None when none"
     )
+    closed_at: datetime | None = None
+    suspended_at: datetime | None = None
+    cancel_at: datetime | None = Field(None, description="when the subscription is canceled if still unpaid")
+    next_retry_at: datetime | None = None
+    customer_locale: str | None = None
+    customer_timezone: str | None = None
+    self_service_grace: timedelta | None = Field(None, description="what 'I need more time' gives")
+    self_service_grace_left: int = Field(0, description="how often the customer may still take more time")
+    customer_extensions: int = 0
+    feedback: CustomerFeedback | None = None
 
 
 class RetryNowResult(_Model):

@@ -172,6 +172,9 @@ class Policy(BaseModel):
     cancel_after_suspension: Duration
     quiet_hours: Annotated[tuple[time, time] | None, BeforeValidator(_file_quiet_hours)] = (time(21, 0), time(8, 0))
     min_gap_between_messages: Duration = timedelta(hours=20)
+    # What "I need more time" on the customer's page gives, and how often per case (0: never offered).
+    self_service_grace: Duration = timedelta(days=7)
+    self_service_grace_limit: FileInt = Field(1, ge=0, le=10)
     notify: list[NotifyStep] = []
 
     @field_validator("retry_after")
@@ -183,7 +186,7 @@ class Policy(BaseModel):
             raise ValueError("retry offsets must be strictly increasing")
         return offsets
 
-    @field_validator("grace", "cancel_after_suspension", "min_gap_between_messages")
+    @field_validator("grace", "cancel_after_suspension", "min_gap_between_messages", "self_service_grace")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):

@@ -16,6 +16,8 @@ from dunning import contract
 from dunning.policy import SHIPPED_POLICY_DIR
 
 
+#: Where customers reach the API when `DUNNING_PUBLIC_URL` is unset (local use).
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 #: The default database's file name inside `DUNNING_STATE_DIR`.
 DATABASE_FILE = "dunning.sqlite3"
 
@@ -61,9 +63,11 @@ class Settings(BaseSettings):
     dunning_encryption_keys: SecretStr | None = None
     dunning_log_level: str = "INFO"
     dunning_log_format: str | None = None  # `json` or `console`; unset: console on a terminal, else json
-    # Where Twilio reaches the API, when it signs a URL other than the one the request arrived on
-    # (behind a proxy); unset: the request's own URL.
+    # Where customers and Twilio reach the API: the customers' links, and the URL Twilio signs
+    # (behind a proxy). Unset: links use DEFAULT_PUBLIC_URL, Twilio's check the request's own URL.
     dunning_public_url: str | None = None
+    # Comma-separated keys of the customers' links: the first signs, all verify (runtime/links.py).
+    dunning_link_keys: SecretStr | None = None
     # Browser origins (comma-separated) allowed to call the codec server: the Temporal UI.
     dunning_codec_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
         During a rotation Stripe signs with the old and the new secret at once (two `v1=`
         signatures); list both here, then drop the old one once Stripe stopped using it."""
         return [s.strip() for s in reveal(self.stripe_webhook_secret).split(",") if s.strip()]
+
+    def public_url(self) -> str:
+        return (self.dunning_public_url or DEFAULT_PUBLIC_URL).rstrip("/")
 
     def codec_cors_origins(self) -> set[str]:
         return {o.strip().rstrip("/") for o in self.dunning_codec_cors_origins.split(",") if o.strip()}

@@ -83,6 +83,8 @@ STRIPE_DUNNING_CANCEL_IS_CANCELED = "stripe-dunning-cancel-is-canceled"
 ONE_CUSTOMER_PER_CASE = "one-customer-per-case"
 #: A failure dated in the future or more than MAX_FAILURE_AGE back counts from now, never a fast-forward.
 FAILURE_TIME_WITHIN_BOUNDS = "failure-time-within-bounds"
+#: A customer who cancels on their page: the case cancels the subscription in Stripe, then closes.
+CUSTOMER_CANCELS_ON_PAGE = "customer-cancels-on-page"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -166,7 +168,7 @@ class DunningWorkflow:
     async def _carry_out(self, action: Action) -> None:
         match action:
             case CloseCanceled():
-                self._close_canceled(action)
+                await self._close_canceled(action)
             case Settle():
                 await self._settle(action)
             case ChargeRound():
@@ -284,9 +286,13 @@ class DunningWorkflow:
         self.case.close(Stage.CANCELED, workflow.now())
         await self._send_event("canceled", settled=True)
 
-    def _close_canceled(self, action: CloseCanceled) -> None:
+    async def _close_canceled(self, action: CloseCanceled) -> None:
         now = workflow.now()
-        if action.by_stripe_dunning and workflow.patched(STRIPE_DUNNING_CANCEL_IS_CANCELED):
+        if action.by_customer_page and workflow.patched(CUSTOMER_CANCELS_ON_PAGE):
+            await self._access_call(contract.CANCEL_SUBSCRIPTION, "cancel the subscription: the customer asked")
+            self.case.log(workflow.now(), "closed", "subscription canceled at the customer's request on their page")
+            self.case.close(Stage.CLOSED_BY_CUSTOMER, workflow.now())
+        elif action.by_stripe_dunning and workflow.patched(STRIPE_DUNNING_CANCEL_IS_CANCELED):
             self.case.log(now, "closed", f"subscription canceled by Stripe after failed payments: {action.reason}")
             self.case.close(Stage.CANCELED, now)
         else:
@@ -318,7 +324,7 @@ class DunningWorkflow:
 
     @workflow.signal(name=contract.Signal.SUBSCRIPTION_CANCELED.value)
     def subscription_canceled(self, canceled: SubscriptionCanceled) -> None:
-        self._wake_if(self.case.subscription_canceled(canceled))
+        self._wake_if(self.case.subscription_canceled(canceled, workflow.now()))
 
     @workflow.signal(name=contract.Signal.PAUSE.value)
     def pause(self, request: Pause) -> None:

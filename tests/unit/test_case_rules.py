@@ -186,7 +186,7 @@ def test_a_redelivered_event_changes_nothing(signal: str, payload: object) -> No
 
     def apply() -> bool:
         handler = getattr(case, signal)
-        return bool(handler(payload) if signal == "subscription_canceled" else handler(payload, T0 + DAY))
+        return bool(handler(payload, T0 + DAY))
 
     assert apply()
     before = case.state.model_copy(deep=True)
@@ -392,10 +392,10 @@ def test_a_payment_after_suspension_restores_access() -> None:
 
 def test_a_subscription_canceled_by_the_customer_or_by_stripes_dunning() -> None:
     by_customer = opened()
-    by_customer.subscription_canceled(SubscriptionCanceled(reason="customer left"))
+    by_customer.subscription_canceled(SubscriptionCanceled(reason="customer left"), T0)
     assert by_customer.next_action(T0) == CloseCanceled("customer left", by_stripe_dunning=False)
     by_stripe = opened()
-    by_stripe.subscription_canceled(SubscriptionCanceled(cancellation_reason="payment_failed"))
+    by_stripe.subscription_canceled(SubscriptionCanceled(cancellation_reason="payment_failed"), T0)
     assert by_stripe.next_action(T0) == CloseCanceled("customer.subscription.deleted", by_stripe_dunning=True)
 
 
