@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.backends import (
     ConsentStore,
     EmailBackend,
+    LinkIssuer,
     PaymentsBackend,
     ProviderRejected,
     ProviderUnavailable,
@@ -89,8 +90,10 @@ class NotificationActivities:
         email: EmailBackend,
         sms: SmsBackend,
         consent: ConsentStore,
+        links: LinkIssuer,
         message_defaults: Mapping[str, str | None] | None = None,
     ) -> None:
+        self.links = links
         self.payments = payments
         self.email = email
         self.sms = sms
@@ -132,7 +135,14 @@ class NotificationActivities:
                 )
         elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
-        link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+        # The case's own page, never a provider session (those expire before the customer reads this).
+        info = activity.info()
+        link = await self.links.issue(
+            case_id=request.case_id,
+            workflow_id=info.workflow_id or request.case_id.partition("@")[0],
+            run_id=info.workflow_run_id or "",
+            customer_id=request.customer_id,
+        )
         try:
             message = render_message(
                 request.template,

@@ -323,7 +323,7 @@ class FakeStripe:
         route(re.compile(r"^/v1/invoices/[^/]+/pay$"), method="POST").respond_with_handler(self._pay)
         route(re.compile(r"^/v1/invoices/[^/]+$"), method="GET").respond_with_handler(self._get_invoice)
         route("/v1/invoices", method="GET").respond_with_handler(self._list_invoices)
-        route(re.compile(r"^/v1/customers/[^/]+$"), method="GET").respond_with_handler(self._get_customer)
+        route(re.compile(r"^/v1/customers/[^/]+$")).respond_with_handler(self._customer)
         route(re.compile(r"^/v1/subscriptions/[^/]+$")).respond_with_handler(self._subscription)
         route("/v1/billing_portal/sessions", method="POST").respond_with_handler(self._portal)
 
@@ -445,12 +445,20 @@ class FakeStripe:
             self._replays[key] = (reply.status, body)
         return Response(body, status=reply.status, content_type="application/json")
 
-    def _get_customer(self, request: Request) -> Response:
-        self._record(request)
+    def _customer(self, request: Request) -> Response:
+        seen = self._record(request)
         customer_id = request.path.rsplit("/", 1)[1]
         if customer_id not in self.customers:
             return self._missing("customer", customer_id)
-        return self._json(200, self.customers[customer_id])
+        customer = self.customers[customer_id]
+        if request.method == "POST":
+            if "invoice_settings[default_payment_method]" in seen.form:
+                customer.setdefault("invoice_settings", {})["default_payment_method"] = seen.form[
+                    "invoice_settings[default_payment_method]"
+                ]
+            if "default_source" in seen.form:
+                customer["default_source"] = seen.form["default_source"]
+        return self._json(200, customer)
 
     def _subscription(self, request: Request) -> Response:
         seen = self._record(request)
@@ -463,6 +471,9 @@ class FakeStripe:
                 sub["pause_collection"] = None
             elif "pause_collection[behavior]" in seen.form:
                 sub["pause_collection"] = {"behavior": seen.form["pause_collection[behavior]"], "resumes_at": None}
+            for name in ("default_payment_method", "default_source"):
+                if name in seen.form:
+                    sub[name] = seen.form[name]
             for name, value in seen.form.items():
                 match = re.fullmatch(r"metadata\[(.+)\]", name)
                 if match:

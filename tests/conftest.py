@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract
 from tests.helpers import binary
+
+#: Every process the tests start (worker, API, `dunning up`) signs customers' links with this key
+#: unless a test says otherwise; tests of the missing key remove it.
+TEST_LINK_KEYS = "test-link-key-0123456789"
+os.environ.setdefault("DUNNING_LINK_KEYS", TEST_LINK_KEYS)
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -18,9 +18,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import ConsentStore, EmailBackend, PaymentsBackend, SmsBackend
+from activities.backends import ConsentStore, EmailBackend, LinkIssuer, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
 from workflows.dunning_workflow import DunningWorkflow
 
 T = TypeVar("T")
@@ -36,6 +36,7 @@ def new_worker(
     email: EmailBackend | None = None,
     sms: SmsBackend | None = None,
     message_defaults: Mapping[str, str | None] | None = None,
+    links: LinkIssuer | None = None,
     **kwargs: Any,
 ) -> Worker:
     """A worker for DunningWorkflow and the contract's activities, on a fresh task queue by default
@@ -51,6 +52,7 @@ def new_worker(
         outbox if email is None else email,
         outbox if sms is None else sms,
         MemoryConsentStore() if consent is None else consent,
+        SandboxLinks() if links is None else links,
         message_defaults=message_defaults,
     )
     kwargs.setdefault("workflows", [DunningWorkflow])

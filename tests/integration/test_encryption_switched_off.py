@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
 from dunning.models import DunningInput
 from runtime.codec import data_converter
 from runtime.preflight import check_open_cases_decodable
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 def _worker(client: Client, task_queue: str) -> Worker:
     payments, outbox = SandboxPayments(), SandboxOutbox()
     pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
+    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
     return Worker(client, task_queue=task_queue, workflows=[DunningWorkflow], activities=case_activities(pay, notify))
 
 
