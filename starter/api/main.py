@@ -18,12 +18,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.backends import PaymentsBackend
 from activities.policy_check import load_checked_policies
+from activities.sandbox import SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime import migrations
 from runtime.database import Database
+from runtime.links import CaseLinks, LinkSigner, parse_link_keys
 from runtime.logging import configure_logging
-from runtime.settings import Settings
+from runtime.settings import Settings, reveal
 from runtime.temporal import connect
 from starter.api.deps import (
     DEFAULT_TOLERANCE_SECONDS,
@@ -34,7 +37,7 @@ from starter.api.deps import (
     TemporalGateway,
     Timings,
 )
-from starter.api.routes import codec_server, health, in_app, sms_webhook, stripe_webhook
+from starter.api.routes import codec_server, customer_page, health, in_app, sms_webhook, stripe_webhook
 
 log = structlog.get_logger("dunning.api")
 
@@ -110,6 +113,7 @@ def create_app(
     rpc_timeout: timedelta = RPC_TIMEOUT,
     visibility_rechecks: tuple[float, ...] = Timings.visibility_rechecks,
     failure_lookup: FailureLookup | None = None,
+    payments: PaymentsBackend | None = None,
 ) -> FastAPI:
     """The API. Policies are loaded (and validated) here, once: a bad policy file stops the start.
 
@@ -144,6 +148,12 @@ def create_app(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
         ).failure_facts
     app.state.failure_lookup = failure_lookup
+    # The customer page: links signed with DUNNING_LINK_KEYS (none set: the API does not start),
+    # billing-portal sessions created at the customer's click.
+    app.state.links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)
+    if payments is None:
+        payments = StripePayments.from_settings(settings) if settings.payments_backend() == "stripe" else SandboxPayments()
+    app.state.payments = payments
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServiceUnavailable)
@@ -156,6 +166,7 @@ def create_app(
     app.include_router(in_app.router)  # the SaaS app: GET /v1/customers/{customer_id}/dunning
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz
+    app.include_router(customer_page.router)  # customers: /c/{token} and its actions
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")
