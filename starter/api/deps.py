@@ -269,8 +269,19 @@ def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
     return None
 
 
-def get_update_link() -> UpdateLink:
-    return hosted_invoice_link
+def get_update_link(request: Request) -> UpdateLink:
+    """The banner links to the case's own page, like every message (the invoice's hosted page
+    only where the app was built without links)."""
+    links = getattr(request.app.state, "links", None)
+    if not isinstance(links, CaseLinks):
+        return hosted_invoice_link
+    case_links = links
+
+    async def case_page(customer_id: str, status: CaseStatus) -> str:
+        workflow_id = status.case_id.partition("@")[0]
+        return await case_links.issue(case_id=status.case_id, workflow_id=workflow_id, run_id="", customer_id=customer_id)
+
+    return case_page
 
 
 UpdateLinkDep = Annotated[UpdateLink, Depends(get_update_link)]
