@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pytest_httpserver import HTTPServer
 from twilio.request_validator import RequestValidator
 
-from activities.sandbox import SandboxPayments
+from activities.sandbox import SandboxLinks, SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
 from runtime.consent import DatabaseConsentStore
@@ -80,7 +80,7 @@ async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_
         months = ["Jan.", "Feb.", "März", "Apr.", "Mai", "Juni", "Juli", "Aug.", "Sept.", "Okt.", "Nov.", "Dez."]
         assert sms[0].body == (
             f"Acme: Erinnerung, Ihre Zahlung über 49,00 € ist noch offen. Neuer Versuch am {retry.day}. "
-            f"{months[retry.month - 1]}, oder andere Karte: https://billing.example.com/update/cus_de Abmelden: STOP"
+            f"{months[retry.month - 1]}, oder andere Karte: https://pay.example.com/c/{SandboxLinks().signer.token_for(status.case_id)[1]} Abmelden: STOP"
         )
         email = runner.outbox.messages[1]
         assert email.subject == "Erinnerung: Ihre Zahlung für Pro ist noch offen"
