@@ -44,9 +44,12 @@ class PaymentsBackend(Protocol):
 
     async def get_contact(self, customer_id: str) -> Contact: ...
 
-    async def update_link(self, customer_id: str, invoice_id: str | None, return_url: str | None = None) -> str:
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
         """Where the customer updates the card (or pays the invoice), created at their click on
-        their page; `return_url` brings them back to it."""
+        their page; `return_url` brings them back to it. `portal_home`: the portal's start page
+        (where a canceled customer resubscribes), not its update-the-card flow."""
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         """The invoice's hosted page: the one place that runs 3-D Secure for an authentication decline."""

@@ -176,9 +176,11 @@ class SandboxPayments:
         c = self._customer(customer_id)
         return Contact(customer_id=customer_id, name=c.name, email=c.email, phone=c.phone, locale=c.locale)
 
-    async def update_link(self, customer_id: str, invoice_id: str | None, return_url: str | None = None) -> str:
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
         back = f"?return_url={quote(return_url, safe='')}" if return_url else ""
-        return f"https://billing.example.com/update/{customer_id}{back}"
+        return f"https://billing.example.com/{'portal' if portal_home else 'update'}/{customer_id}{back}"
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         return f"https://billing.example.com/invoice/{invoice_id}"

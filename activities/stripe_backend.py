@@ -494,11 +494,15 @@ class StripePayments:
             locale=self._locale(customer),
         )
 
-    async def update_link(self, customer_id: str, invoice_id: str | None, return_url: str | None = None) -> str:
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
         """A billing-portal session that opens straight on "update payment method", created when the
         customer clicks (sessions are short-lived); when the portal is not configured (or refuses),
         the invoice's hosted page, where a new card pays it. `return_url`: the customer's page."""
-        params: dict[str, Any] = {"customer": customer_id, "flow_data": {"type": "payment_method_update"}}
+        params: dict[str, Any] = {"customer": customer_id}
+        if not portal_home:
+            params["flow_data"] = {"type": "payment_method_update"}
         if return_url or self.portal_return_url:
             params["return_url"] = return_url or self.portal_return_url
         try:

@@ -319,7 +319,10 @@ async def update_card(
         if status.decline_category is DeclineCategory.AUTHENTICATION and invoice_id and status.outcome is None:
             target = await payments.hosted_invoice_url(invoice_id)
         if target is None:
-            target = await payments.update_link(status.customer_id, invoice_id if status.outcome is None else None, page_url)
+            canceled = status.outcome is Stage.CANCELED
+            target = await payments.update_link(
+                status.customer_id, None if canceled else invoice_id, page_url, portal_home=canceled
+            )
     except DatabaseUnavailable:
         return _message(request, settings, "busy", 503, _language(status.customer_locale))
     except Exception as exc:  # a provider outage or refusal: the customer sees "try again", not a trace
