@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -34,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.messages import format_money, language_for
 from dunning import contract
 from dunning.models import CancelReason, CaseStatus, CustomerFeedback, DeclineCategory, ExtendGrace, Stage, SubscriptionCanceled
-from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord
+from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord, LinkSigner
 from runtime.database import DatabaseUnavailable
 from starter.api.deps import CaseLinksDep, PaymentsDep, SettingsDep, TemporalDep, is_transient
 from starter.api.page_texts import TEXTS
@@ -87,32 +88,52 @@ def _browser_language(request: Request) -> str:
     return _language(first)
 
 
-def _page(template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+def render_page(template: str, **values: Any) -> str:
+    """The page's HTML from its view values (pure: the snapshot tests call it directly)."""
     lang = values.setdefault("lang", "en")
     values.setdefault("t", TEXTS[lang])
-    return HTMLResponse(_templates.get_template(template).render(**values), status_code=status_code, headers=PAGE_HEADERS)
+    return _templates.get_template(template).render(**values)
+
+
+def message_view(key: str, lang: str, company: str | None, support_email: str | None) -> dict[str, Any]:
+    """The values of a page without customer data: not found, expired, closed, busy, too many."""
+    t = TEXTS[lang]
+    return {
+        "lang": lang,
+        "t": t,
+        "headline": t[f"{key}_headline"],
+        "text": t[f"{key}_text"],
+        "company": company,
+        "support_email": support_email,
+    }
+
+
+def _page(template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    return HTMLResponse(render_page(template, **values), status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _message(request: Request, settings: Any, key: str, status_code: int, lang: str | None = None) -> HTMLResponse:
     """A page without customer data: not found, expired, closed, busy."""
     lang = lang or _browser_language(request)
-    t = TEXTS[lang]
-    return _page(
-        "message.html",
-        status_code,
-        lang=lang,
-        headline=t[f"{key}_headline"],
-        text=t[f"{key}_text"],
-        company=settings.dunning_company_name,
-        support_email=settings.dunning_support_email,
-    )
+    values = message_view(key, lang, settings.dunning_company_name, settings.dunning_support_email)
+    return _page("message.html", status_code, **values)
 
 
 def _date(at: datetime | None, status: CaseStatus, lang: str) -> str | None:
     if at is None:
         return None
     zone = ZoneInfo(status.customer_timezone) if status.customer_timezone else UTC
-    return format_date(at.astimezone(zone).date(), format="long", locale=status.customer_locale or lang)
+    return format_date(at.astimezone(zone).date(), format="long", locale=_babel_locale(status.customer_locale, lang))
+
+
+def _babel_locale(locale: str | None, lang: str) -> Locale:
+    """Stripe's locales are BCP 47 (`en-US`), Babel's use `_`; the page's language when unknown,
+    and never a locale of another language than the page's (a date in French on a German page)."""
+    try:
+        parsed = Locale.parse((locale or lang).replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return Locale.parse(lang)
+    return parsed if parsed.language == lang else Locale.parse(lang)
 
 
 def _length(length: timedelta, lang: str) -> str:
@@ -181,19 +202,39 @@ async def _lookup(
 
 
 def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_key: str | None) -> dict[str, Any]:
-    status = found.status
-    assert status is not None
+    assert found.status is not None
+    return case_view(
+        found.status,
+        token=token,
+        link_id=found.record.link_id,
+        signer=links.signer,
+        company=settings.dunning_company_name,
+        support_email=settings.dunning_support_email,
+        notice_key=notice_key,
+    )
+
+
+def case_view(
+    status: CaseStatus,
+    *,
+    token: str,
+    link_id: str,
+    signer: LinkSigner,
+    company: str | None,
+    support_email: str | None,
+    notice_key: str | None = None,
+) -> dict[str, Any]:
+    """What the page shows for a case, from its `status` alone (pure: no Temporal, no database;
+    the snapshot tests render every state from hand-built statuses)."""
     lang = _language(status.customer_locale)
     t = TEXTS[lang]
-    signer = links.signer
-    link_id = found.record.link_id
     amount_minor = status.amount_due or sum(i.amount_due for i in status.invoices)
     amount = format_money(amount_minor, status.currency, status.customer_locale or lang) if status.currency else ""
     values: dict[str, Any] = {
         "lang": lang,
         "t": t,
-        "company": settings.dunning_company_name,
-        "support_email": settings.dunning_support_email,
+        "company": company,
+        "support_email": support_email,
         "base": f"/c/{token}",
         "amount": amount,
     }
@@ -221,7 +262,7 @@ def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_
             values.update(state="written_off", headline=t["written_off_headline"], text=t["written_off_text"])
         return values
     if status.feedback is not None or any(e.event == "customer_canceled" for e in status.timeline):
-        values.update(state="canceling", headline=t["goodbye_headline"])
+        values.update(state="canceling", headline=t["canceling_headline"])
         return values
 
     plan = status.plan_name
@@ -247,7 +288,14 @@ def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_
     else:
         next_text = t["next_grace"].format(grace_date=grace_date) + " " + t["next_after_grace"].format(cancel_date=cancel_date)
     more_time = None
-    if status.self_service_grace_left > 0 and status.self_service_grace and status.grace_ends_at:
+    # Like the case itself (Case.self_service_grace_left): no more time once paused or suspended.
+    if (
+        status.self_service_grace_left > 0
+        and status.self_service_grace
+        and status.grace_ends_at
+        and not suspended
+        and not status.paused
+    ):
         length = _length(status.self_service_grace, lang)
         more_time = {
             "text": t["more_time_text"].format(
