@@ -208,7 +208,7 @@ async def test_the_update_link_is_created_at_the_click_and_returns_to_the_page(d
             assert (await browser.get(location)).status_code == 200, "the session the click made is live"
         [session] = w.stripe.seen("POST", "/v1/billing_portal/sessions")
         assert session.form["flow_data[type]"] == "payment_method_update"
-        assert session.form["return_url"] == f"{PUBLIC_URL}{page}"
+        assert session.form["return_url"] == f"{PUBLIC_URL}{page}?done=card"
         with w.app.state.database.engine.connect() as db:
             clicked = db.execute(customer_links.select()).mappings().one()["update_clicked_at"]
         assert clicked is not None

@@ -93,6 +93,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         {"grace_ends_at": OPENED + timedelta(days=21), "customer_extensions": 1, "self_service_grace_left": 0},
         "more-time",
     ),
+    "card-returned": ({}, "card"),  # back from the billing portal, the charge not yet done
     # A paused or suspended case gives no more time (Case.self_service_grace_left is 0 then).
     "paused": ({"paused": True, "pause_reason": "disputed", "stage": Stage.PAUSED, "next_retry_at": None,
                 "self_service_grace_left": 0}, None),

@@ -61,6 +61,8 @@ PAGE_HEADERS = {
 TOKEN = Annotated[str, Path(min_length=1, max_length=64)]
 #: How long a form's action waits for the case to take it before showing the page anyway.
 ACTION_SETTLE_SECONDS = 5.0
+#: How long the page, back from the billing portal, waits for the new card's charge to close the case.
+CARD_SETTLE_SECONDS = 3.0
 
 # Per process (each API replica counts for itself; behind N replicas the limits are N times
 # looser, which still stops a scraper): requests per minute per token and per client address.
@@ -304,7 +306,8 @@ def case_view(
             "button": t["more_time_button"].format(length=length),
             "csrf": signer.form_secret(link_id, "more-time", str(status.customer_extensions)),
         }
-    notice = t["more_time_done"].format(grace_date=grace_date) if notice_key == "more-time" else None
+    notices = {"more-time": t["more_time_done"].format(grace_date=grace_date), "card": t["card_done"]}
+    notice = notices.get(notice_key or "")
     values.update(
         state="open",
         headline=headline,
@@ -340,6 +343,17 @@ async def customer_page(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    if done == "card" and found.current:
+        # Back from the billing portal: the new card's webhook is usually charging it right now;
+        # wait a moment (reading only) so the customer sees "All settled" rather than the failure.
+        handle = client.get_workflow_handle(found.record.workflow_id)
+        try:
+            await _settled(handle, lambda s: s.outcome is not None, CARD_SETTLE_SECONDS)
+            settled = await _query(handle)
+        except RPCError:
+            settled = None
+        if settled is not None and settled.case_id == found.record.case_id:
+            found = FoundCase(found.record, settled, current=settled.outcome is None)
     return _page("case.html", **_view(found, token, links, settings, done))
 
 
@@ -367,7 +381,9 @@ async def update_card(
         if status.decline_category is DeclineCategory.AUTHENTICATION and invoice_id and status.outcome is None:
             target = await payments.hosted_invoice_url(invoice_id)
         if target is None:
-            target = await payments.update_link(status.customer_id, invoice_id if status.outcome is None else None, page_url)
+            target = await payments.update_link(
+                status.customer_id, invoice_id if status.outcome is None else None, links.url(token, "?done=card")
+            )
     except DatabaseUnavailable:
         return _message(request, settings, "busy", 503, _language(status.customer_locale))
     except Exception as exc:  # a provider outage or refusal: the customer sees "try again", not a trace
@@ -376,10 +392,10 @@ async def update_card(
     return RedirectResponse(target, 303, headers=PAGE_HEADERS)
 
 
-async def _settled(handle: WorkflowHandle[Any, Any], done: Any) -> None:
+async def _settled(handle: WorkflowHandle[Any, Any], done: Any, seconds: float = ACTION_SETTLE_SECONDS) -> None:
     """Wait (briefly) until the case took the action, so the page the customer lands on shows it."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + ACTION_SETTLE_SECONDS
+    deadline = loop.time() + seconds
     while loop.time() < deadline:
         status = await _query(handle)
         if status is None or done(status):
