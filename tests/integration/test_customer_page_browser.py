@@ -53,6 +53,7 @@ from starter.api.main import create_app
 from starter.api.routes import customer_page
 from tests.helpers import new_worker
 from tests.helpers.policy_files import RECOVERY_LADDER, policy_text
+from tests.unit.test_customer_page_render import EXAMPLES, rendered
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "assets" / "axe.min.js"
@@ -393,3 +394,28 @@ async def test_the_german_page(dev_env, httpserver, tmp_path, browser):
         assert await page.get_by_role("button", name="Abonnement kündigen").is_visible()
         await check_accessible(page, "open-de")
         await save_doc_screenshot(page, "customer-page-de.png")
+
+
+# --- every state, both languages: the snapshot renderings in the browser ----------------------
+
+STATES = [(lang, state) for lang, state in EXAMPLES]
+
+
+@pytest.mark.parametrize(("lang", "state"), STATES, ids=[f"{lang}-{state}" for lang, state in STATES])
+async def test_every_state_passes_axe(browser, lang, state):
+    """The states a scenario above can't reach quickly (paused, suspended, canceled, canceling,
+    expired, …): the unit tier's renderings served with the page's own CSS and headers."""
+    css = (customer_page.PAGE_DIR / "customer-page.css").read_text(encoding="utf-8")
+    html = rendered(lang, state)
+
+    async def serve(route: Any) -> None:
+        if route.request.url.endswith("/static/customer-page.css"):
+            await route.fulfill(body=css, content_type="text/css")
+        else:
+            await route.fulfill(body=html, content_type="text/html; charset=utf-8", headers=customer_page.PAGE_HEADERS)
+
+    async with new_page(browser) as page:
+        await page.route("http://page.test/**", serve)
+        await page.goto(f"http://page.test/c/{'T' * 32}")
+        assert await page.evaluate("getComputedStyle(document.body).margin") == "0px", "the stylesheet loaded"
+        await check_accessible(page, f"state-{lang}-{state}")
