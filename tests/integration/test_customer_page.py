@@ -198,12 +198,17 @@ async def test_the_update_link_is_created_at_the_click_and_returns_to_the_page(d
         page = await w.open_case()
         sessions_before = len(w.stripe.seen("POST", "/v1/billing_portal/sessions"))
         assert sessions_before == 0, "no portal session is created when a message is sent"
+        # Minutes later any session made when the message went out would be dead; the click makes one now.
+        w.stripe.expire_portal_sessions()
         response = await w.api.get(f"{page}/update")
         assert response.status_code == 303
-        assert response.headers["location"].startswith("https://billing.stripe.com/p/session/")
+        location = response.headers["location"]
+        assert location.startswith(f"{w.stripe.base_url}/p/session/")
+        async with httpx.AsyncClient() as browser:
+            assert (await browser.get(location)).status_code == 200, "the session the click made is live"
         [session] = w.stripe.seen("POST", "/v1/billing_portal/sessions")
         assert session.form["flow_data[type]"] == "payment_method_update"
-        assert session.form["return_url"] == f"{PUBLIC_URL}{page}"
+        assert session.form["return_url"] == f"{PUBLIC_URL}{page}?done=card"
         with w.app.state.database.engine.connect() as db:
             clicked = db.execute(customer_links.select()).mappings().one()["update_clicked_at"]
         assert clicked is not None

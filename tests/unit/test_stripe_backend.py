@@ -281,7 +281,9 @@ async def test_get_contact(fake: FakeStripe, backend: StripePayments):
 
 async def test_update_link_is_a_payment_method_update_portal_session(fake: FakeStripe, backend: StripePayments):
     link = await backend.update_link("cus_test_1", "in_test_1")
-    assert link == "https://billing.stripe.com/p/session/test_cus_test_1"
+    # The fake serves its portal sessions from itself (a page that expires like Stripe's).
+    [session_id] = fake.portal_sessions
+    assert link == f"{fake.base_url}/p/session/{session_id}"
     portal = fake.seen("POST", "/v1/billing_portal/sessions")[0]
     assert portal.form == {"customer": "cus_test_1", "flow_data[type]": "payment_method_update"}
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -34,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.messages import format_money, language_for
 from dunning import contract
 from dunning.models import CancelReason, CaseStatus, CustomerFeedback, DeclineCategory, ExtendGrace, Stage, SubscriptionCanceled
-from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord
+from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord, LinkSigner
 from runtime.database import DatabaseUnavailable
 from starter.api.deps import CaseLinksDep, PaymentsDep, SettingsDep, TemporalDep, is_transient
 from starter.api.page_texts import TEXTS
@@ -60,6 +61,8 @@ PAGE_HEADERS = {
 TOKEN = Annotated[str, Path(min_length=1, max_length=64)]
 #: How long a form's action waits for the case to take it before showing the page anyway.
 ACTION_SETTLE_SECONDS = 5.0
+#: How long the page, back from the billing portal, waits for the new card's charge to close the case.
+CARD_SETTLE_SECONDS = 3.0
 
 # Per process (each API replica counts for itself; behind N replicas the limits are N times
 # looser, which still stops a scraper): requests per minute per token and per client address.
@@ -87,32 +90,52 @@ def _browser_language(request: Request) -> str:
     return _language(first)
 
 
-def _page(template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+def render_page(template: str, **values: Any) -> str:
+    """The page's HTML from its view values (pure: the snapshot tests call it directly)."""
     lang = values.setdefault("lang", "en")
     values.setdefault("t", TEXTS[lang])
-    return HTMLResponse(_templates.get_template(template).render(**values), status_code=status_code, headers=PAGE_HEADERS)
+    return _templates.get_template(template).render(**values)
+
+
+def message_view(key: str, lang: str, company: str | None, support_email: str | None) -> dict[str, Any]:
+    """The values of a page without customer data: not found, expired, closed, busy, too many."""
+    t = TEXTS[lang]
+    return {
+        "lang": lang,
+        "t": t,
+        "headline": t[f"{key}_headline"],
+        "text": t[f"{key}_text"],
+        "company": company,
+        "support_email": support_email,
+    }
+
+
+def _page(template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    return HTMLResponse(render_page(template, **values), status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _message(request: Request, settings: Any, key: str, status_code: int, lang: str | None = None) -> HTMLResponse:
     """A page without customer data: not found, expired, closed, busy."""
     lang = lang or _browser_language(request)
-    t = TEXTS[lang]
-    return _page(
-        "message.html",
-        status_code,
-        lang=lang,
-        headline=t[f"{key}_headline"],
-        text=t[f"{key}_text"],
-        company=settings.dunning_company_name,
-        support_email=settings.dunning_support_email,
-    )
+    values = message_view(key, lang, settings.dunning_company_name, settings.dunning_support_email)
+    return _page("message.html", status_code, **values)
 
 
 def _date(at: datetime | None, status: CaseStatus, lang: str) -> str | None:
     if at is None:
         return None
     zone = ZoneInfo(status.customer_timezone) if status.customer_timezone else UTC
-    return format_date(at.astimezone(zone).date(), format="long", locale=status.customer_locale or lang)
+    return format_date(at.astimezone(zone).date(), format="long", locale=_babel_locale(status.customer_locale, lang))
+
+
+def _babel_locale(locale: str | None, lang: str) -> Locale:
+    """Stripe's locales are BCP 47 (`en-US`), Babel's use `_`; the page's language when unknown,
+    and never a locale of another language than the page's (a date in French on a German page)."""
+    try:
+        parsed = Locale.parse((locale or lang).replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return Locale.parse(lang)
+    return parsed if parsed.language == lang else Locale.parse(lang)
 
 
 def _length(length: timedelta, lang: str) -> str:
@@ -181,19 +204,39 @@ async def _lookup(
 
 
 def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_key: str | None) -> dict[str, Any]:
-    status = found.status
-    assert status is not None
+    assert found.status is not None
+    return case_view(
+        found.status,
+        token=token,
+        link_id=found.record.link_id,
+        signer=links.signer,
+        company=settings.dunning_company_name,
+        support_email=settings.dunning_support_email,
+        notice_key=notice_key,
+    )
+
+
+def case_view(
+    status: CaseStatus,
+    *,
+    token: str,
+    link_id: str,
+    signer: LinkSigner,
+    company: str | None,
+    support_email: str | None,
+    notice_key: str | None = None,
+) -> dict[str, Any]:
+    """What the page shows for a case, from its `status` alone (pure: no Temporal, no database;
+    the snapshot tests render every state from hand-built statuses)."""
     lang = _language(status.customer_locale)
     t = TEXTS[lang]
-    signer = links.signer
-    link_id = found.record.link_id
     amount_minor = status.amount_due or sum(i.amount_due for i in status.invoices)
     amount = format_money(amount_minor, status.currency, status.customer_locale or lang) if status.currency else ""
     values: dict[str, Any] = {
         "lang": lang,
         "t": t,
-        "company": settings.dunning_company_name,
-        "support_email": settings.dunning_support_email,
+        "company": company,
+        "support_email": support_email,
         "base": f"/c/{token}",
         "amount": amount,
     }
@@ -221,7 +264,7 @@ def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_
             values.update(state="written_off", headline=t["written_off_headline"], text=t["written_off_text"])
         return values
     if status.feedback is not None or any(e.event == "customer_canceled" for e in status.timeline):
-        values.update(state="canceling", headline=t["goodbye_headline"])
+        values.update(state="canceling", headline=t["canceling_headline"])
         return values
 
     plan = status.plan_name
@@ -247,7 +290,14 @@ def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_
     else:
         next_text = t["next_grace"].format(grace_date=grace_date) + " " + t["next_after_grace"].format(cancel_date=cancel_date)
     more_time = None
-    if status.self_service_grace_left > 0 and status.self_service_grace and status.grace_ends_at:
+    # Like the case itself (Case.self_service_grace_left): no more time once paused or suspended.
+    if (
+        status.self_service_grace_left > 0
+        and status.self_service_grace
+        and status.grace_ends_at
+        and not suspended
+        and not status.paused
+    ):
         length = _length(status.self_service_grace, lang)
         more_time = {
             "text": t["more_time_text"].format(
@@ -256,7 +306,8 @@ def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_
             "button": t["more_time_button"].format(length=length),
             "csrf": signer.form_secret(link_id, "more-time", str(status.customer_extensions)),
         }
-    notice = t["more_time_done"].format(grace_date=grace_date) if notice_key == "more-time" else None
+    notices = {"more-time": t["more_time_done"].format(grace_date=grace_date), "card": t["card_done"]}
+    notice = notices.get(notice_key or "")
     values.update(
         state="open",
         headline=headline,
@@ -292,6 +343,17 @@ async def customer_page(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    if done == "card" and found.current:
+        # Back from the billing portal: the new card's webhook is usually charging it right now;
+        # wait a moment (reading only) so the customer sees "All settled" rather than the failure.
+        handle = client.get_workflow_handle(found.record.workflow_id)
+        try:
+            await _settled(handle, lambda s: s.outcome is not None, CARD_SETTLE_SECONDS)
+            settled = await _query(handle)
+        except RPCError:
+            settled = None
+        if settled is not None and settled.case_id == found.record.case_id:
+            found = FoundCase(found.record, settled, current=settled.outcome is None)
     return _page("case.html", **_view(found, token, links, settings, done))
 
 
@@ -321,7 +383,10 @@ async def update_card(
         if target is None:
             canceled = status.outcome is Stage.CANCELED
             target = await payments.update_link(
-                status.customer_id, None if canceled else invoice_id, page_url, portal_home=canceled
+                status.customer_id,
+                None if canceled else invoice_id,
+                page_url if canceled else links.url(token, "?done=card"),
+                portal_home=canceled,
             )
     except DatabaseUnavailable:
         return _message(request, settings, "busy", 503, _language(status.customer_locale))
@@ -331,10 +396,10 @@ async def update_card(
     return RedirectResponse(target, 303, headers=PAGE_HEADERS)
 
 
-async def _settled(handle: WorkflowHandle[Any, Any], done: Any) -> None:
+async def _settled(handle: WorkflowHandle[Any, Any], done: Any, seconds: float = ACTION_SETTLE_SECONDS) -> None:
     """Wait (briefly) until the case took the action, so the page the customer lands on shows it."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + ACTION_SETTLE_SECONDS
+    deadline = loop.time() + seconds
     while loop.time() < deadline:
         status = await _query(handle)
         if status is None or done(status):
