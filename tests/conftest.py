@@ -15,11 +15,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract
-from tests.helpers import binary
+from tests.helpers import TEST_LINK_KEYS, binary
 
-#: Every process the tests start (worker, API, `dunning up`) signs customers' links with this key
-#: unless a test says otherwise; tests of the missing key remove it.
-TEST_LINK_KEYS = "test-link-key-0123456789"
+# Every process the tests start (worker, API, `dunning up`) signs customers' links with this key
+# unless a test says otherwise; tests of the missing key remove it.
 os.environ.setdefault("DUNNING_LINK_KEYS", TEST_LINK_KEYS)
 
 

@@ -25,6 +25,10 @@ from workflows.dunning_workflow import DunningWorkflow
 
 T = TypeVar("T")
 
+#: The key that signs customers' links in every process the tests start (conftest puts it in the
+#: environment; helpers that build a clean environment for a child process add it back).
+TEST_LINK_KEYS = "test-link-key-0123456789"
+
 
 def new_worker(
     client: Client,

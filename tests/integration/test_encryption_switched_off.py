@@ -30,6 +30,7 @@ from runtime.preflight import check_open_cases_decodable
 from tests.helpers.case_harness import failure
 from tests.helpers.case_harness import make_policy as policy
 from tests.helpers.trust_harness import codec_client
+from tests.helpers.workers import TEST_LINK_KEYS
 from workflows.dunning_workflow import DunningWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +122,7 @@ async def test_a_worker_that_cannot_read_the_open_cases_refuses_to_start(
             "DUNNING_TASK_QUEUE": task_queue,
             "DUNNING_STATE_DIR": str(tmp_path),
             "DUNNING_LOG_FORMAT": "json",
+            "DUNNING_LINK_KEYS": TEST_LINK_KEYS,
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
