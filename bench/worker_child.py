@@ -33,6 +33,7 @@ from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
 from runtime import migrations  # noqa: E402
 from runtime.consent import DatabaseConsentStore  # noqa: E402
+from runtime.links import CaseLinks, LinkSigner  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from worker import build_worker  # noqa: E402
 
@@ -71,9 +72,12 @@ async def main() -> None:
         StripePayments.from_settings(settings) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
     )
     outbox = SinkOutbox()
-    consent = DatabaseConsentStore(migrations.prepare(settings))
+    database = migrations.prepare(settings)
+    consent = DatabaseConsentStore(database)
+    # Real links, remembered in the database like a deployment's (their cost is part of a message's).
+    links = CaseLinks(LinkSigner([b"bench-link-key-not-secret"]), settings.public_url(), database)
     pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, consent)
+    notify = NotificationActivities(payments, outbox, outbox, consent, links)
     worker = build_worker(
         client,
         settings,

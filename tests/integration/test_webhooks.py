@@ -307,7 +307,7 @@ async def test_subscription_deleted_reaches_the_case(api, dev_env, ids, details,
     assert response.status_code == 200
     assert (await signals(dev_env.client, wid))[-1] == (
         "subscription_canceled",
-        {"reason": reason, "event_id": "evt_del", "cancellation_reason": stripe_reason},
+        {"reason": reason, "event_id": "evt_del", "cancellation_reason": stripe_reason, "source": None, "feedback": None},
     )
 
 
@@ -420,7 +420,7 @@ async def test_an_odd_cancellation_reason_still_ends_the_case(api, dev_env, ids)
     assert (response.status_code, response.json()["action"]) == (200, "signaled"), response.text
     assert (await signals(dev_env.client, wid))[-1] == (
         "subscription_canceled",
-        {"reason": "canceled in Stripe", "event_id": "evt_odd_del", "cancellation_reason": None},
+        {"reason": "canceled in Stripe", "event_id": "evt_odd_del", "cancellation_reason": None, "source": None, "feedback": None},
     )
 
 

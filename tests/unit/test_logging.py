@@ -22,6 +22,9 @@ def json_logs():
     uvicorn = logging.getLogger("uvicorn")
     uvicorn.addHandler(logging.StreamHandler(io.StringIO()))
     uvicorn.propagate = False  # what uvicorn's own log config does
+    # An in-process uvicorn of an earlier test (log_level="warning") leaves its loggers quieter.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
     out = io.StringIO()
     configure_logging(level="INFO", fmt="json", stream=out)
 
