@@ -54,10 +54,7 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
         email,
         sms,
         consent,
-        message_defaults={
-            "company_name": settings.dunning_company_name,
-            "support_email": settings.dunning_support_email,
-        },
+        message_defaults=settings.message_defaults(),
     )
     return case_activities(payment_activities, notification_activities)
 

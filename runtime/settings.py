@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # What every message may say about the sender (templates degrade gracefully without them).
     dunning_company_name: str | None = None
     dunning_support_email: str | None = None
+    # The postal address in every email's footer (lines separated by newlines, `\n` or commas).
+    dunning_company_address: str | None = None
     dunning_provider_timeout: float = 10.0
     # `key_id:base64key,…`: the first encrypts every Temporal payload, all decrypt (runtime/codec.py).
     dunning_encryption_keys: SecretStr | None = None
@@ -100,6 +102,14 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """`DUNNING_DATABASE_URL`, else `sqlite:///$DUNNING_STATE_DIR/dunning.sqlite3`."""
         return reveal(self.dunning_database_url) or f"sqlite:///{(self.dunning_state_dir / DATABASE_FILE).resolve()}"
+
+    def message_defaults(self) -> dict[str, str | None]:
+        """What every message may say about the sender (templates drop what is unset)."""
+        return {
+            "company_name": self.dunning_company_name,
+            "support_email": self.dunning_support_email,
+            "company_address": self.dunning_company_address,
+        }
 
     def payments_backend(self) -> str:
         return self.dunning_payments or ("stripe" if self.stripe_api_key else "sandbox")

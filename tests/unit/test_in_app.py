@@ -159,7 +159,7 @@ async def test_open_case_with_the_case_banner(app: FastAPI, client: FakeClient) 
     assert body["access_state"] == "grace"
     day = (NOW + timedelta(days=1)).strftime("%B %-d, %Y")
     assert body["message"] == (
-        f"Your latest payment of $49.00 didn't go through. We'll retry on {day}, or you can use another card now."
+        f"Your latest payment of $49.00 didn't go through. We'll retry on {day}, or you can see your options now."
     )
     assert body["update_url"] == "https://invoice.stripe.com/i/acct_1/test_1"
     assert (body["amount_due"], body["currency"]) == (4900, "usd")
