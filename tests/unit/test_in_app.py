@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from temporalio.service import RPCError, RPCStatusCode
 
 from dunning import contract
-from dunning.models import AccessState, CaseStatus, DeclineCategory, InvoiceState, Stage
+from dunning.models import AccessState, AttemptRecord, CaseStatus, ChargeResult, DeclineCategory, InvoiceState, Stage
 from runtime.settings import Settings
 from starter.api import deps
 from starter.api.routes import in_app
@@ -185,6 +185,24 @@ async def test_suspended_case_wins_over_a_newer_grace_case(app: FastAPI, client:
     body = (await get(app)).json()
     assert (body["case_id"], body["access_state"]) == ("dunning-sub_old", "suspended")
     assert body["message"].startswith("Your access is paused")
+
+
+async def test_the_suspension_banner_names_the_end_and_follows_the_decline(app: FastAPI, client: FakeClient) -> None:
+    suspended = status(stage=Stage.SUSPENDED, access=AccessState.SUSPENDED, banner_template="suspended")
+    expired = ChargeResult(
+        invoice_id="in_1", status="declined", category=DeclineCategory.HARD, decline_code="expired_card"
+    )
+    client.cases["dunning-sub_1"] = suspended.model_copy(
+        update={
+            "decline_category": DeclineCategory.HARD,
+            "attempts": [AttemptRecord(at=NOW, invoice_id="in_1", attempt=0, trigger="stripe", result=expired)],
+            "cancel_at": datetime(2027, 1, 4, 14, tzinfo=UTC),
+            "customer_timezone": "Europe/Berlin",
+        }
+    )
+    message = (await get(app)).json()["message"]
+    assert "add your new card to restore access" in message
+    assert message.endswith("If the payment isn't made by January 4, 2027, the subscription ends then.")
 
 
 async def test_case_without_banner_shows_none(app: FastAPI, client: FakeClient) -> None:
