@@ -139,7 +139,7 @@ class NotificationActivities:
                 )
         elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
-        link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+        link = await self._link(request)
         try:
             message = render_message(
                 request.template,
@@ -197,13 +197,17 @@ class NotificationActivities:
             )
         return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)
 
+    async def _link(self, request: NotificationRequest) -> str:
+        """The one link in the message (`update_url`)."""
+        return await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+
     async def _show_banner_in_mailbox(self, request: NotificationRequest) -> None:
         """The banner as the case set it, for the local mailbox (the SaaS app asks the API for the
         current one). A banner that cannot be shown there never fails the case's step."""
         assert self.mailbox is not None
         try:
             contact = await self.payments.get_contact(request.customer_id)
-            link = await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+            link = await self._link(request)
             banner = render_message(
                 request.template,
                 Channel.IN_APP,
