@@ -22,8 +22,10 @@ RUN pip install . && rm -rf /root/.cache
 # The shipped policies and templates are package data inside the installed wheel; to use your
 # own policies, mount a folder and set DUNNING_POLICY_DIR to it.
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin dunning \
-    && mkdir -p /app/.dunning && chown dunning:dunning /app/.dunning
+# No state in the image or on a volume: cases live in Temporal, the rest in DUNNING_DATABASE_URL.
+# Secrets are files in /run/secrets (compose `secrets:`, a Kubernetes Secret volume).
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin dunning
+ENV DUNNING_STATE_DIR=/tmp/dunning
 USER dunning
 
 EXPOSE 8000

@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -35,6 +36,10 @@ log = structlog.get_logger("dunning.worker")
 STARTUP_ERRORS = (ConfigError, EncryptionConfigError, TemporalUnreachable, DatabaseUnavailable)
 
 
+#: How long running activities may finish after a stop is asked (a provider call takes at most 60 s).
+GRACEFUL_SHUTDOWN = timedelta(seconds=60)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -54,7 +59,10 @@ def build_worker(
         workflows=[DunningWorkflow, *extra_workflows],
         activities=list(build_activities(settings) if activities is None else activities),
         max_cached_workflows=settings.dunning_max_cached_cases,
-        **options,
+        # On SIGTERM (a deploy, a scale-down) running activities get this long to finish before
+        # they are cancelled; a charge in flight then completes instead of being retried later.
+        # Kubernetes' terminationGracePeriodSeconds (deploy/kubernetes/worker.yaml) is longer.
+        **{"graceful_shutdown_timeout": GRACEFUL_SHUTDOWN, **options},
     )
 
 

@@ -44,8 +44,20 @@ class PaymentsBackend(Protocol):
 
     async def get_contact(self, customer_id: str) -> Contact: ...
 
-    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
-        """A one-click link where the customer updates the card (or pays the invoice)."""
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
+        """Where the customer updates the card (or pays the invoice), created at their click on
+        their page; `return_url` brings them back to it. `portal_home`: the portal's start page
+        (where a canceled customer resubscribes), not its update-the-card flow."""
+
+    async def hosted_invoice_url(self, invoice_id: str) -> str | None:
+        """The invoice's hosted page: the one place that runs 3-D Secure for an authentication decline."""
+
+
+class LinkIssuer(Protocol):
+    async def issue(self, *, case_id: str, workflow_id: str, run_id: str, customer_id: str) -> str:
+        """The case's own link (`/c/{token}`), the one every message carries."""
 
 
 class EmailBackend(Protocol):

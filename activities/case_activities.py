@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.backends import (
     ConsentStore,
     EmailBackend,
+    LinkIssuer,
     PaymentsBackend,
     ProviderRejected,
     ProviderUnavailable,
@@ -91,9 +92,11 @@ class NotificationActivities:
         email: EmailBackend,
         sms: SmsBackend,
         consent: ConsentStore,
+        links: LinkIssuer,
         message_defaults: Mapping[str, str | None] | None = None,
         mailbox: SandboxMailbox | None = None,
     ) -> None:
+        self.links = links
         self.payments = payments
         self.email = email
         self.sms = sms
@@ -198,8 +201,15 @@ class NotificationActivities:
         return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)
 
     async def _link(self, request: NotificationRequest) -> str:
-        """The one link in the message (`update_url`)."""
-        return await self.payments.update_link(request.customer_id, next(iter(request.invoice_ids), None))
+        """The one link in the message (`update_url`): the case's own page, never a provider
+        session (those expire before the customer reads this)."""
+        info = activity.info()
+        return await self.links.issue(
+            case_id=request.case_id,
+            workflow_id=info.workflow_id or request.case_id.partition("@")[0],
+            run_id=info.workflow_run_id or "",
+            customer_id=request.customer_id,
+        )
 
     async def _show_banner_in_mailbox(self, request: NotificationRequest) -> None:
         """The banner as the case set it, for the local mailbox (the SaaS app asks the API for the

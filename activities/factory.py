@@ -13,6 +13,7 @@ from activities.sandbox import SandboxMailbox, SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
+from runtime.links import CaseLinks, LinkSigner, parse_link_keys
 from runtime.settings import ConfigError, Settings, reveal
 
 log = structlog.get_logger(__name__)
@@ -47,13 +48,16 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
     outbox = SandboxOutbox()
     email, sms = build_email_backend(settings, outbox), build_sms_backend(settings, outbox)
     # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same database.
-    consent = DatabaseConsentStore(database or Database.from_settings(settings))
+    database = database or Database.from_settings(settings)
+    consent = DatabaseConsentStore(database)
+    links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)
     payment_activities = PaymentActivities(payments)
     notification_activities = NotificationActivities(
         payments,
         email,
         sms,
         consent,
+        links,
         message_defaults=settings.message_defaults(),
         mailbox=_sandbox_mailbox(settings),
     )

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
@@ -22,6 +23,7 @@ from temporalio import activity
 from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+from runtime.links import LinkSigner
 
 # Stripe test payment methods and the decline each one produces.
 TEST_CARD_DECLINES = {
@@ -179,8 +181,28 @@ class SandboxPayments:
         c = self._customer(customer_id)
         return Contact(customer_id=customer_id, name=c.name, email=c.email, phone=c.phone, locale=c.locale)
 
-    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
-        return f"https://billing.example.com/update/{customer_id}"
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
+        back = f"?return_url={quote(return_url, safe='')}" if return_url else ""
+        return f"https://billing.example.com/{'portal' if portal_home else 'update'}/{customer_id}{back}"
+
+    async def hosted_invoice_url(self, invoice_id: str) -> str | None:
+        return f"https://billing.example.com/invoice/{invoice_id}"
+
+
+@dataclass
+class SandboxLinks:
+    """Signs case links like the real issuer but keeps no record (workflow tests with no database)."""
+
+    public_url: str = "https://pay.example.com"
+    signer: LinkSigner = field(default_factory=lambda: LinkSigner([b"sandbox-link-key-not-secret"]))
+    issued: dict[str, str] = field(default_factory=dict)
+
+    async def issue(self, *, case_id: str, workflow_id: str, run_id: str, customer_id: str) -> str:
+        _, token = self.signer.token_for(case_id)
+        self.issued[case_id] = token
+        return f"{self.public_url}/c/{token}"
 
 
 @dataclass

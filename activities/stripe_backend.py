@@ -236,6 +236,8 @@ class StripePayments:
         settled_status = invoice.get("status")
         if settled_status == "paid":
             log.info("stripe charge succeeded", invoice_id=invoice_id, attempt=request.attempt)
+            if card:
+                await self._make_default(request, card)
             return ChargeResult(
                 invoice_id=invoice_id,
                 status="succeeded",
@@ -255,6 +257,32 @@ class StripePayments:
             payment_method_id=card,
             payment_intent_id=self._payment_intent_of(invoice),
         )
+
+    async def _make_default(self, request: ChargeRequest, card: str) -> None:
+        """The card that just paid becomes the subscription's and the customer's default, so the
+        next renewal does not try the card that failed. Best effort: the payment stands either way."""
+        key = f"{request.idempotency_key}/default"
+        if card.startswith(("card_", "src_", "ba_")):
+            subscription: dict[str, Any] = {"default_source": card}
+            customer: dict[str, Any] = {"default_source": card}
+        else:
+            subscription = {"default_payment_method": card}
+            customer = {"invoice_settings": {"default_payment_method": card}}
+        try:
+            await self._call(
+                f"making {card} the default of {request.subscription_id}",
+                lambda: self.client.v1.subscriptions.update_async(
+                    request.subscription_id, subscription, {"idempotency_key": f"{key}/subscription"}  # type: ignore[arg-type]
+                ),
+            )
+            await self._call(
+                f"making {card} the default of {request.customer_id}",
+                lambda: self.client.v1.customers.update_async(
+                    request.customer_id, customer, {"idempotency_key": f"{key}/customer"}  # type: ignore[arg-type]
+                ),
+            )
+        except (ProviderUnavailable, ProviderRejected) as exc:
+            log.warning("the new card paid but could not be made the default", card=card, reason=str(exc))
 
     @staticmethod
     def _payment_intent_of(invoice: dict[str, Any]) -> str | None:
@@ -466,12 +494,17 @@ class StripePayments:
             locale=self._locale(customer),
         )
 
-    async def update_link(self, customer_id: str, invoice_id: str | None) -> str:
-        """A billing-portal session that opens straight on "update payment method"; when the
-        portal is not configured (or refuses), the invoice's hosted page, where a new card pays it."""
-        params: dict[str, Any] = {"customer": customer_id, "flow_data": {"type": "payment_method_update"}}
-        if self.portal_return_url:
-            params["return_url"] = self.portal_return_url
+    async def update_link(
+        self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
+    ) -> str:
+        """A billing-portal session that opens straight on "update payment method", created when the
+        customer clicks (sessions are short-lived); when the portal is not configured (or refuses),
+        the invoice's hosted page, where a new card pays it. `return_url`: the customer's page."""
+        params: dict[str, Any] = {"customer": customer_id}
+        if not portal_home:
+            params["flow_data"] = {"type": "payment_method_update"}
+        if return_url or self.portal_return_url:
+            params["return_url"] = return_url or self.portal_return_url
         try:
             session = await self._call(
                 f"creating a billing portal session for {customer_id}",
@@ -492,6 +525,10 @@ class StripePayments:
             f"no update link for {customer_id}: the billing portal gave none and invoice {invoice_id} "
             "has no hosted page"
         )
+
+    async def hosted_invoice_url(self, invoice_id: str) -> str | None:
+        url = (await self._invoice(invoice_id)).get("hosted_invoice_url")
+        return url if isinstance(url, str) and url else None
 
     async def aclose(self) -> None:
         """Closes the HTTP connection pool (tests; the worker keeps it for its lifetime)."""

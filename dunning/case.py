@@ -764,6 +764,7 @@ class Case:
             next_retry_at=retry[1] if (retry := self.next_retry()) and not s.outcome else None,
             customer_locale=s.customer.locale if s.customer else None,
             customer_timezone=self.timezone(),
+            plan_name=s.customer.plan_name if s.customer else None,
             self_service_grace=self.policy.self_service_grace,
             self_service_grace_left=self.self_service_grace_left(),
             customer_extensions=s.customer_extensions,

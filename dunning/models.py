@@ -381,6 +381,7 @@ class CaseStatus(_Model):
     next_retry_at: datetime | None = None
     customer_locale: str | None = None
     customer_timezone: str | None = None
+    plan_name: str | None = None
     self_service_grace: timedelta | None = Field(None, description="what 'I need more time' gives")
     self_service_grace_left: int = Field(0, description="how often the customer may still take more time")
     customer_extensions: int = 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import html
+import itertools
 import json
 import re
 import threading
@@ -134,11 +136,23 @@ def payment_method(pm_id: str = "pm_card_new", *, customer: str | None = "cus_te
     return resource("payment_method", id=pm_id, customer=customer)
 
 
-def portal_session(customer_id: str = "cus_test_1") -> dict[str, Any]:
+def portal_session(
+    customer_id: str = "cus_test_1",
+    *,
+    session_id: str = "bps_test_1",
+    url: str | None = None,
+    return_url: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """A `billing_portal.session` opening on "update payment method". `url` defaults to Stripe's
+    address shape; FakeStripe serves its own sessions from itself (see `FakeStripe.portal_page`)."""
     session = resource(
         "billing_portal.session",
+        id=session_id,
         customer=customer_id,
-        url=f"https://billing.stripe.com/p/session/test_{customer_id}",
+        url=url or f"https://billing.stripe.com/p/session/test_{customer_id}",
+        return_url=return_url,
+        created=created or int(time.time()),
     )
     session["flow"] = {
         "type": "payment_method_update",
@@ -311,6 +325,18 @@ class FakeStripe:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     pay_script: list[Reply] = field(default_factory=list)
     portal_enabled: bool = True
+    #: How long a billing-portal session opens (Stripe: a few minutes); 0 = expired at once.
+    portal_session_ttl: float = 300.0
+    #: The fake's clock (seconds since the epoch) for portal sessions: tests move it to expire them.
+    clock: Callable[[], float] = time.time
+    #: Sessions created by `POST /v1/billing_portal/sessions`, by id, with their expiry (`clock()`).
+    portal_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    portal_expires_at: dict[str, float] = field(default_factory=dict)
+    #: Payment methods attached through the fake portal, by id.
+    payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Called (on the server's thread) with the PaymentMethod the portal attached, before the
+    #: redirect back: a test posts the signed `payment_method.attached` webhook from here.
+    on_payment_method_attached: Callable[[dict[str, Any]], None] | None = None
     requests: list[Seen] = field(default_factory=list)
     _replays: dict[str, tuple[int, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -323,9 +349,10 @@ class FakeStripe:
         route(re.compile(r"^/v1/invoices/[^/]+/pay$"), method="POST").respond_with_handler(self._pay)
         route(re.compile(r"^/v1/invoices/[^/]+$"), method="GET").respond_with_handler(self._get_invoice)
         route("/v1/invoices", method="GET").respond_with_handler(self._list_invoices)
-        route(re.compile(r"^/v1/customers/[^/]+$"), method="GET").respond_with_handler(self._get_customer)
+        route(re.compile(r"^/v1/customers/[^/]+$")).respond_with_handler(self._customer)
         route(re.compile(r"^/v1/subscriptions/[^/]+$")).respond_with_handler(self._subscription)
         route("/v1/billing_portal/sessions", method="POST").respond_with_handler(self._portal)
+        route(re.compile(r"^/p/session/[^/]+$")).respond_with_handler(self._portal_page)
 
     @property
     def base_url(self) -> str:
@@ -342,6 +369,16 @@ class FakeStripe:
             for r in self.requests
             if (method is None or r.method == method) and (path is None or re.fullmatch(path, r.path))
         ]
+
+    def expire_portal_sessions(self) -> None:
+        """Every session created so far expires now (as minutes passing would)."""
+        now = self.clock()
+        with self._lock:
+            for session_id in self.portal_expires_at:
+                self.portal_expires_at[session_id] = min(self.portal_expires_at[session_id], now - 1)
+
+    def portal_session_live(self, session_id: str) -> bool:
+        return session_id in self.portal_expires_at and self.clock() < self.portal_expires_at[session_id]
 
     @property
     def pay_requests(self) -> list[Seen]:
@@ -445,12 +482,20 @@ class FakeStripe:
             self._replays[key] = (reply.status, body)
         return Response(body, status=reply.status, content_type="application/json")
 
-    def _get_customer(self, request: Request) -> Response:
-        self._record(request)
+    def _customer(self, request: Request) -> Response:
+        seen = self._record(request)
         customer_id = request.path.rsplit("/", 1)[1]
         if customer_id not in self.customers:
             return self._missing("customer", customer_id)
-        return self._json(200, self.customers[customer_id])
+        customer = self.customers[customer_id]
+        if request.method == "POST":
+            if "invoice_settings[default_payment_method]" in seen.form:
+                customer.setdefault("invoice_settings", {})["default_payment_method"] = seen.form[
+                    "invoice_settings[default_payment_method]"
+                ]
+            if "default_source" in seen.form:
+                customer["default_source"] = seen.form["default_source"]
+        return self._json(200, customer)
 
     def _subscription(self, request: Request) -> Response:
         seen = self._record(request)
@@ -463,6 +508,9 @@ class FakeStripe:
                 sub["pause_collection"] = None
             elif "pause_collection[behavior]" in seen.form:
                 sub["pause_collection"] = {"behavior": seen.form["pause_collection[behavior]"], "resumes_at": None}
+            for name in ("default_payment_method", "default_source"):
+                if name in seen.form:
+                    sub[name] = seen.form[name]
             for name, value in seen.form.items():
                 match = re.fullmatch(r"metadata\[(.+)\]", name)
                 if match:
@@ -487,7 +535,86 @@ class FakeStripe:
                     }
                 },
             )
-        return self._json(200, portal_session(seen.form.get("customer", "cus_unknown")))
+        with self._lock:
+            session_id = f"bps_fake{len(self.portal_sessions) + 1:04d}{next(_serial):06d}"
+            session = portal_session(
+                seen.form.get("customer", "cus_unknown"),
+                session_id=session_id,
+                url=f"{self.base_url}/p/session/{session_id}",
+                return_url=seen.form.get("return_url"),
+                created=int(self.clock()),
+            )
+            self.portal_sessions[session_id] = session
+            self.portal_expires_at[session_id] = self.clock() + self.portal_session_ttl
+        return self._json(200, session)
 
+    def _portal_page(self, request: Request) -> Response:
+        """The hosted portal, reduced to its "update payment method" flow: `GET` shows a form (a
+        card choice and Save) while the session lives, 410 once it expired; `POST` attaches the
+        chosen card, makes it the customer's default, calls `on_payment_method_attached` and
+        303s to the session's `return_url`."""
+        seen = self._record(request)
+        session_id = request.path.rsplit("/", 1)[1]
+        session = self.portal_sessions.get(session_id)
+        if session is None:
+            return _html(404, "Not found", "<h1>This page doesn't exist</h1>")
+        if not self.portal_session_live(session_id):
+            return _html(
+                410,
+                "Session expired",
+                "<h1>This session has expired</h1><p>Please return to the page you came from and try again.</p>",
+            )
+        if request.method == "GET":
+            return _html(200, "Update payment method", _portal_form(session_id))
+        card = PORTAL_CARDS.get(seen.form.get("card", ""))
+        if card is None:
+            return _html(400, "Choose a card", "<h1>Please choose a card</h1>" + _portal_form(session_id))
+        customer_id = session["customer"]
+        with self._lock:
+            pm_id = f"pm_portal_{len(self.payment_methods) + 1}_{next(_serial)}"
+            pm = payment_method(pm_id, customer=customer_id)
+            pm["card"].update(
+                brand=card["brand"],
+                last4=card["last4"],
+                exp_month=12,
+                exp_year=2030,
+                fingerprint=f"fpfake{card['brand']}{card['last4']}",
+            )
+            self.payment_methods[pm_id] = pm
+            if customer_id in self.customers:
+                self.customers[customer_id].setdefault("invoice_settings", {})["default_payment_method"] = pm_id
+        if self.on_payment_method_attached is not None:
+            self.on_payment_method_attached(pm)
+        return Response(status=303, headers={"Location": session.get("return_url") or f"{self.base_url}/"})
+
+
+#: The cards the fake portal offers: value → brand and last four digits.
+PORTAL_CARDS = {
+    "visa": {"brand": "visa", "last4": "4242", "label": "Visa ending in 4242"},
+    "mastercard": {"brand": "mastercard", "last4": "4444", "label": "Mastercard ending in 4444"},
+}
+_serial = itertools.count(1)
+
+
+def _portal_form(session_id: str) -> str:
+    choices = "".join(
+        f'<p><input type="radio" name="card" id="card-{value}" value="{value}"{" checked" if i == 0 else ""}>'
+        f' <label for="card-{value}">{html.escape(card["label"])}</label></p>'
+        for i, (value, card) in enumerate(PORTAL_CARDS.items())
+    )
+    return (
+        "<h1>Update payment method</h1>"
+        f'<form method="post" action="/p/session/{html.escape(session_id)}">'
+        f"<fieldset><legend>Card</legend>{choices}</fieldset>"
+        '<button type="submit">Save</button></form>'
+    )
+
+
+def _html(status: int, title: str, body: str) -> Response:
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f"<body><main>{body}</main></body></html>"
+    )
+    return Response(page, status=status, content_type="text/html; charset=utf-8")
 
 Handler = Callable[[Request], Response]

@@ -143,7 +143,8 @@ class CaseLinks:
         return f"{self.public_url}/c/{token}{suffix}"
 
     async def issue(self, *, case_id: str, workflow_id: str, run_id: str, customer_id: str) -> str:
-        """The case's link, remembered (once per case and key; the run is kept up to date)."""
+        """The case's link, remembered (once per case and key; the run is kept up to date).
+        `run_id` may be "" where the caller does not know it (the in-app banner)."""
         link_id, token = self.signer.token_for(case_id)
         now = datetime.now(UTC)
 
@@ -157,12 +158,9 @@ class CaseLinks:
                 created_at=now,
                 last_issued_at=now,
             )
-            db.execute(
-                insert.on_conflict_do_update(
-                    index_elements=[customer_links.c.link_id],
-                    set_={"run_id": run_id, "last_issued_at": now},
-                )
-            )
+            # The latest run that issued it (a message); the API's banner knows no run and leaves it.
+            refresh: dict[str, object] = {"last_issued_at": now, **({"run_id": run_id} if run_id else {})}
+            db.execute(insert.on_conflict_do_update(index_elements=[customer_links.c.link_id], set_=refresh))
 
         await asyncio.to_thread(self.database.run, remember)
         return self.url(token)

@@ -62,6 +62,8 @@ _EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-
 _PHONE = re.compile(r"(?<![\w+])\+\d[\d ().-]{6,18}\d(?!\w)|\(\d{3}\)\s?\d{3}[ -]\d{4}(?!\d)")
 _CARD_CANDIDATE = re.compile(r"(?<!\w)\d(?:[ -]?\d){12,18}(?!\w)")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}")
+# A customer's link opens their page: like a password, it never reaches a log (access logs included).
+_CUSTOMER_LINK = re.compile(r"(/c/)[A-Za-z0-9_-]{8,64}")
 _PROVIDER_KEYS = re.compile(
     r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9+/=]{8,}|\bSG\.[\w-]{10,}\.[\w-]{10,}"
 )
@@ -96,6 +98,7 @@ def mask_email(value: str) -> str:
 def scrub_text(text: str) -> str:
     """Redact what must never be logged from free text."""
     text = _PROVIDER_KEYS.sub(REDACTED, text)
+    text = _CUSTOMER_LINK.sub(rf"\g<1>{REDACTED}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _CARD_CANDIDATE.sub(_mask_card, text)
     text = mask_email(text)

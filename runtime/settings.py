@@ -6,11 +6,17 @@ logs); no other module reads the environment for them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from dunning import contract
 from dunning.policy import SHIPPED_POLICY_DIR
@@ -20,6 +26,21 @@ from dunning.policy import SHIPPED_POLICY_DIR
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 #: The default database's file name inside `DUNNING_STATE_DIR`.
 DATABASE_FILE = "dunning.sqlite3"
+
+#: Where Docker (compose `secrets:`) and Kubernetes (a Secret mounted as a volume) put secret files.
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+
+def secrets_dir() -> Path | None:
+    """The folder of secret files: `DUNNING_SECRETS_DIR`, else `/run/secrets` when it exists.
+
+    Each file is named after a variable (`stripe_webhook_secret`) and holds its value, so a secret
+    never has to sit in the process environment (where `docker inspect` and child processes see it).
+    A variable set in the environment still wins over its file."""
+    chosen = os.environ.get("DUNNING_SECRETS_DIR")
+    if chosen:
+        return Path(chosen)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
 
 
 def reveal(secret: SecretStr | None) -> str:
@@ -33,6 +54,19 @@ class ConfigError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The secrets folder is chosen at each construction, not at import, so it follows the
+        environment of the process (and of each test)."""
+        return init_settings, env_settings, dotenv_settings, SecretsSettingsSource(settings_cls, secrets_dir())
 
     dunning_task_queue: str = contract.TASK_QUEUE
     dunning_max_cached_cases: int = Field(

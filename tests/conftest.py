@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +15,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dunning import contract
-from tests.helpers import binary
+from tests.helpers import TEST_LINK_KEYS, binary
+
+# Every process the tests start (worker, API, `dunning up`) signs customers' links with this key
+# unless a test says otherwise; tests of the missing key remove it.
+os.environ.setdefault("DUNNING_LINK_KEYS", TEST_LINK_KEYS)
 
 
 @pytest_asyncio.fixture(scope="session")

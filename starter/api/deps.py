@@ -24,12 +24,14 @@ from fastapi import Cookie, Depends, Header, HTTPException, Request
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.backends import PaymentsBackend
 from activities.stripe_backend import FailureFacts
 from dunning.models import CaseStatus
 from dunning.policy import Policy
 from runtime.codec import EncryptionCodec, EncryptionConfigError
 from runtime.consent import DatabaseConsentStore, PhoneDirectory
 from runtime.database import Database, DatabaseUnavailable
+from runtime.links import CaseLinks
 from runtime.settings import Settings, reveal
 from starter.api.stripe_events import https_only
 
@@ -267,11 +269,42 @@ def hosted_invoice_link(customer_id: str, status: CaseStatus) -> str | None:
     return None
 
 
-def get_update_link() -> UpdateLink:
-    return hosted_invoice_link
+def get_update_link(request: Request) -> UpdateLink:
+    """The banner links to the case's own page, like every message (the invoice's hosted page
+    only where the app was built without links)."""
+    links = getattr(request.app.state, "links", None)
+    if not isinstance(links, CaseLinks):
+        return hosted_invoice_link
+    case_links = links
+
+    async def case_page(customer_id: str, status: CaseStatus) -> str:
+        workflow_id = status.case_id.partition("@")[0]
+        return await case_links.issue(case_id=status.case_id, workflow_id=workflow_id, run_id="", customer_id=customer_id)
+
+    return case_page
 
 
 UpdateLinkDep = Annotated[UpdateLink, Depends(get_update_link)]
+
+
+# --- the customer page: its links and where the card is updated --------------------------------
+
+
+def get_case_links(request: Request) -> CaseLinks:
+    links = getattr(request.app.state, "links", None)
+    if not isinstance(links, CaseLinks):
+        raise ServiceUnavailable("customer links are not configured")
+    return links
+
+
+def get_payments(request: Request) -> PaymentsBackend:
+    """Where the page creates billing-portal sessions (Stripe, or the sandbox's stand-in)."""
+    payments: PaymentsBackend = request.app.state.payments
+    return payments
+
+
+CaseLinksDep = Annotated[CaseLinks, Depends(get_case_links)]
+PaymentsDep = Annotated[PaymentsBackend, Depends(get_payments)]
 
 
 # --- the database and the consent store ----------------------------------------------------------

@@ -19,12 +19,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.backends import PaymentsBackend
 from activities.policy_check import load_checked_policies
+from activities.sandbox import SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime import migrations
 from runtime.database import Database
+from runtime.links import CaseLinks, LinkSigner, parse_link_keys
 from runtime.logging import configure_logging
-from runtime.settings import Settings
+from runtime.settings import Settings, reveal
 from runtime.temporal import connect
 from starter.api.deps import (
     DEFAULT_TOLERANCE_SECONDS,
@@ -35,7 +38,15 @@ from starter.api.deps import (
     TemporalGateway,
     Timings,
 )
-from starter.api.routes import codec_server, dev_mailbox, health, in_app, sms_webhook, stripe_webhook
+from starter.api.routes import (
+    codec_server,
+    customer_page,
+    dev_mailbox,
+    health,
+    in_app,
+    sms_webhook,
+    stripe_webhook,
+)
 
 log = structlog.get_logger("dunning.api")
 
@@ -111,6 +122,7 @@ def create_app(
     rpc_timeout: timedelta = RPC_TIMEOUT,
     visibility_rechecks: tuple[float, ...] = Timings.visibility_rechecks,
     failure_lookup: FailureLookup | None = None,
+    payments: PaymentsBackend | None = None,
 ) -> FastAPI:
     """The API. Policies are loaded (and validated) here, once: a bad policy file stops the start.
 
@@ -145,6 +157,12 @@ def create_app(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
         ).failure_facts
     app.state.failure_lookup = failure_lookup
+    # The customer page: links signed with DUNNING_LINK_KEYS (none set: the API does not start),
+    # billing-portal sessions created at the customer's click.
+    app.state.links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)
+    if payments is None:
+        payments = StripePayments.from_settings(settings) if settings.payments_backend() == "stripe" else SandboxPayments()
+    app.state.payments = payments
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServiceUnavailable)
@@ -157,6 +175,7 @@ def create_app(
     app.include_router(in_app.router)  # the SaaS app: GET /v1/customers/{customer_id}/dunning
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz
+    app.include_router(customer_page.router)  # customers: /c/{token} and its actions
     mailbox_file = settings.sandbox_mailbox_file()
     if mailbox_file is not None:
         # Development only (`dunning up`, sandbox email and SMS): GET /dev/mailbox.

@@ -9,6 +9,7 @@
     dunning retry-now CASE          (exit 1 when the case refuses)
     dunning reconcile [--apply]     open the cases Stripe's webhooks never told us about
     dunning db upgrade              migrate the service's database (`DUNNING_DATABASE_URL`)
+    dunning setup-temporal          register the contract's search attributes (the deploy's one-shot job)
     dunning demo                    realistic signed webhook traffic through the running API
 
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
@@ -255,6 +256,33 @@ def healthcheck(
             err_console.print(f"no worker on {host} polls task queue {queue!r}")
         raise typer.Exit(0 if count else 1)
     raise typer.BadParameter("one of: worker, api, temporal", param_hint="PART")
+
+
+@app.command("setup-temporal")
+def setup_temporal(
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for Temporal and the namespace.")] = 300.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between tries.")] = 5.0,
+) -> None:
+    """Register the contract's search attributes in the namespace, waiting for it to exist.
+
+    The deployment's one-shot job: it waits for the server and for the namespace (created by
+    Temporal's namespace job, or on Temporal Cloud by you), adds what is missing and leaves what is
+    there. Idempotent. Exit 1 when time runs out or an attribute has another type."""
+    from runtime.temporal import connect
+    from starter.cli.temporal_setup import SetupError
+    from starter.cli.temporal_setup import setup_temporal as run
+
+    try:
+        report = asyncio.run(run(connect, timeout=timeout, interval=interval, say=err_console.print))
+    except SetupError as err:
+        _fail(err)
+    except RPCError as err:
+        _fail(f"{err.status.name if err.status else ''} {err.message}", "[red]Temporal said no:[/red]")
+    console.print(
+        f"namespace {report.namespace!r}: created {', '.join(report.created) or 'none'}; "
+        f"already there: {', '.join(report.already_there) or 'none'}",
+        soft_wrap=True,
+    )
 
 
 # --- looking at cases ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -42,12 +43,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Local development defaults, used only when the variables are not set, and printed.
 DEV_WEBHOOK_SECRET = "whsec_dunning_local_dev"
 DEV_API_TOKEN = "dunning-local-dev-token"
+LINK_KEY_FILE = "link-key"
 #: What the sandbox sent, one JSON line a message, in the state dir (kept across restarts).
 MAILBOX_FILE = "sandbox-outbox.jsonl"
 
 
 class StackError(RuntimeError):
     pass
+
+
+def local_link_key(state_dir: Path) -> str:
+    """The local stack's key for customers' links: made once, kept in `<state dir>/link-key`."""
+    path = state_dir / LINK_KEY_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def temporal_binary() -> str:
@@ -155,6 +167,11 @@ class DevStack:
         env["DUNNING_STATE_DIR"] = str(cfg.state_dir.resolve())
         env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
         env.setdefault("DUNNING_API_TOKEN", DEV_API_TOKEN)
+        # The customers' links point at this API and are signed with a key kept in the state
+        # folder, so links in messages already sent still open after a restart.
+        env.setdefault("DUNNING_PUBLIC_URL", cfg.api_url)
+        if not env.get("DUNNING_LINK_KEYS"):
+            env["DUNNING_LINK_KEYS"] = local_link_key(cfg.state_dir)
         # The codec server answers the browser UI of this stack, wherever its port is.
         env.setdefault("DUNNING_CODEC_CORS_ORIGINS", f"{cfg.ui_url},http://localhost:{cfg.ui_port}")
         # A laptop run talks to nobody: sandbox backends unless chosen explicitly.

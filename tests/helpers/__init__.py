@@ -1,5 +1,5 @@
 """Helpers shared by every tier of tests (`from tests.helpers import new_worker, eventually`)."""
 
-from tests.helpers.workers import binary, eventually, new_worker
+from tests.helpers.workers import TEST_LINK_KEYS, binary, eventually, new_worker
 
-__all__ = ["binary", "eventually", "new_worker"]
+__all__ = ["TEST_LINK_KEYS", "binary", "eventually", "new_worker"]

@@ -27,7 +27,7 @@ from dunning.models import CaseStatus
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
 from tests.helpers.policy_files import RECOVERY_LADDER, policy_text
-from tests.helpers.workers import eventually
+from tests.helpers.workers import TEST_LINK_KEYS, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_test_trust_0123456789abcdef"
@@ -203,6 +203,7 @@ def worker_env(
         DUNNING_EMAIL="sandbox",
         DUNNING_SMS="sandbox",
         DUNNING_POLICY_DIR=str(policy_dir),
+        DUNNING_LINK_KEYS=TEST_LINK_KEYS,
         DUNNING_STATE_DIR=str(policy_dir.parent / "state"),
         DUNNING_LOG_FORMAT="json",
         STRIPE_API_KEY=STRIPE_KEY,

@@ -18,12 +18,16 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import ConsentStore, EmailBackend, PaymentsBackend, SmsBackend
+from activities.backends import ConsentStore, EmailBackend, LinkIssuer, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
 from workflows.dunning_workflow import DunningWorkflow
 
 T = TypeVar("T")
+
+#: The key that signs customers' links in every process the tests start (conftest puts it in the
+#: environment; helpers that build a clean environment for a child process add it back).
+TEST_LINK_KEYS = "test-link-key-0123456789"
 
 
 def new_worker(
@@ -36,6 +40,7 @@ def new_worker(
     email: EmailBackend | None = None,
     sms: SmsBackend | None = None,
     message_defaults: Mapping[str, str | None] | None = None,
+    links: LinkIssuer | None = None,
     **kwargs: Any,
 ) -> Worker:
     """A worker for DunningWorkflow and the contract's activities, on a fresh task queue by default
@@ -51,6 +56,7 @@ def new_worker(
         outbox if email is None else email,
         outbox if sms is None else sms,
         MemoryConsentStore() if consent is None else consent,
+        SandboxLinks() if links is None else links,
         message_defaults=message_defaults,
     )
     kwargs.setdefault("workflows", [DunningWorkflow])

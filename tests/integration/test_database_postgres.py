@@ -112,17 +112,23 @@ async def test_an_old_consent_file_moves_into_postgresql_once(postgres: Postgres
     assert await store.customers_for_phone("+15551234567") == ["cus_out"]
 
 
-def test_compose_creates_our_role_and_database_idempotently(postgres: PostgresServer) -> None:
+def test_compose_creates_our_role_and_database_idempotently(postgres: PostgresServer, tmp_path: Path) -> None:
     """dunning-db-setup's script, run twice against a real server (here the superuser is `dunning`,
-    so the role exists already: the script must cope with that too)."""
+    so the role exists already: the script must cope with that too). Its passwords come from
+    secret files, as compose mounts them."""
     setup = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["dunning-db-setup"]
     script = setup["command"][-1].replace("$$", "$")  # compose's escape for a literal $
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "postgres_password").write_text("unused-with-trust-auth\n")
+    (secrets / "dunning_db_password").write_text("it's s3cret\n")  # quoted by psql, not pasted into SQL
     env = os.environ | {
         "PGHOST": "127.0.0.1",
         "PGPORT": str(postgres.port),
         "PGUSER": "dunning",
         "PGDATABASE": "postgres",
-        "DUNNING_DB_PASSWORD": "it's s3cret",  # quoted by psql, not pasted into SQL
+        "PGPASSFILE": str(tmp_path / "pgpass"),
+        "SECRETS_DIR": str(secrets),
         "PATH": f"{postgres.bin_dir}:{os.environ['PATH']}",
     }
     for _ in range(2):

@@ -192,14 +192,18 @@ async def test_soft_decline_retried_then_recovered_by_a_card_update(dev_env, htt
     assert final.attempts[-1].result.payment_method_id == "pm_card_new"
     assert w.stripe.invoices[w.invoice_id]["status"] == "paid"
 
-    # The customer heard about it by email, with the one-click portal link, then the thanks.
+    # The customer heard about it by email, with the case's own page link (the portal session is
+    # created at the click, never put in a message), then the thanks.
     assert [(n.channel.value, n.template, n.status) for n in final.notifications] == [
         ("email", "payment_failed", "sent"),
         ("in_app", "payment_failed", "sent"),
         ("email", "recovered", "sent"),
     ]
     assert [m.to for m in w.outbox.messages] == ["ada@example.com"] * 2
-    assert f"https://billing.stripe.com/p/session/test_{w.customer_id}" in w.outbox.messages[0].body
+    # The link is the case's own page (a portal session is made only when the customer clicks).
+    assert "/c/" in w.outbox.messages[0].body and "billing.stripe.com" not in w.outbox.messages[0].body
+    assert w.stripe.seen("POST", "/v1/billing_portal/sessions") == []
+    assert "/p/session/" not in w.outbox.messages[0].body
 
 
 async def test_hard_decline_is_never_retried_and_the_new_card_is_charged_at_once(dev_env, httpserver, tmp_path):

@@ -23,13 +23,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
 from dunning.models import DunningInput
 from runtime.codec import data_converter
 from runtime.preflight import check_open_cases_decodable
 from tests.helpers.case_harness import failure
 from tests.helpers.case_harness import make_policy as policy
 from tests.helpers.trust_harness import codec_client
+from tests.helpers.workers import TEST_LINK_KEYS
 from workflows.dunning_workflow import DunningWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 def _worker(client: Client, task_queue: str) -> Worker:
     payments, outbox = SandboxPayments(), SandboxOutbox()
     pay = PaymentActivities(payments)
-    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
+    notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
     return Worker(client, task_queue=task_queue, workflows=[DunningWorkflow], activities=case_activities(pay, notify))
 
 
@@ -121,6 +122,7 @@ async def test_a_worker_that_cannot_read_the_open_cases_refuses_to_start(
             "DUNNING_TASK_QUEUE": task_queue,
             "DUNNING_STATE_DIR": str(tmp_path),
             "DUNNING_LOG_FORMAT": "json",
+            "DUNNING_LINK_KEYS": TEST_LINK_KEYS,
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

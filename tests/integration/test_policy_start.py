@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.policy_files import LADDER, policy_text
+from tests.helpers.workers import TEST_LINK_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_worker(command: list[str], policy_dir: Path, state_dir: Path) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DUNNING_", "SENDGRID_", "TWILIO_", "STRIPE_"))}
-    env |= {"TEMPORAL_ADDRESS": "127.0.0.1:1", "DUNNING_STATE_DIR": str(state_dir), "DUNNING_POLICY_DIR": str(policy_dir)}
+    env |= {
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "DUNNING_STATE_DIR": str(state_dir),
+        "DUNNING_POLICY_DIR": str(policy_dir),
+        "DUNNING_LINK_KEYS": TEST_LINK_KEYS,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

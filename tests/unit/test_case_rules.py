@@ -472,3 +472,71 @@ def test_a_failure_keeps_its_own_time_within_bounds(occurred_at: datetime, count
         assert action == SendStep(case.policy.notify[0], "step-0")
     else:  # a late delivery: the schedule is as far along as the failure is old
         assert action == ChargeRound("scheduled retry 1/6")
+
+
+# --- the customer's page: more time, and leaving ---------------------------------------------
+
+
+def test_an_operator_extends_by_days_or_an_iso_duration() -> None:
+    from dunning.models import ExtendGrace
+
+    case = opened()
+    base = case.grace_ends_at()
+    assert case.extend_grace(ExtendGrace(days=2), T0 + DAY)
+    assert case.extend_grace(ExtendGrace(duration="PT36H"), T0 + DAY)  # type: ignore[arg-type]
+    assert case.grace_ends_at() == base + 2 * DAY + timedelta(hours=36)
+    assert case.state.timeline[-1].detail.startswith("+36 hours by grace extended by operator")
+
+
+@pytest.mark.parametrize(
+    "payload, why",
+    [
+        ({}, "give `days` or an ISO 8601 `duration`"),
+        ({"days": 1, "duration": "P1D"}, "give `days` or an ISO 8601 `duration`"),
+        ({"duration": "P400D"}, "at most P365D"),
+        ({"duration": "-P1D"}, "positive"),
+        ({"source": "customer", "days": 30}, "the policy's self_service_grace"),
+        ({"days": 3, "source": "stranger"}, "source"),
+    ],
+)
+def test_an_extension_payload_that_says_nothing_clear_is_refused(payload: dict[str, object], why: str) -> None:
+    from pydantic import ValidationError
+
+    from dunning.models import ExtendGrace
+
+    with pytest.raises(ValidationError, match=why):
+        ExtendGrace.model_validate(payload)
+
+
+def test_the_customer_gets_the_policys_time_up_to_its_limit_once_per_request() -> None:
+    from dunning.models import ExtendGrace
+
+    case = opened(policy=make_policy(self_service_grace=timedelta(days=5), self_service_grace_limit=2))
+    base = case.grace_ends_at()
+    first = ExtendGrace(source="customer", request_id="page:l:1")
+    assert case.extend_grace(first, T0 + DAY)
+    assert not case.extend_grace(first, T0 + DAY)  # the same request again
+    assert case.extend_grace(ExtendGrace(source="customer", request_id="page:l:2"), T0 + DAY)
+    assert not case.extend_grace(ExtendGrace(source="customer", request_id="page:l:3"), T0 + DAY)
+    assert case.grace_ends_at() == base + 10 * DAY
+    assert case.self_service_grace_left() == 0
+    assert case.state.timeline[-1].event == "grace_refused"
+
+
+def test_no_self_service_time_once_suspended_paused_or_closed() -> None:
+    case = opened()
+    assert case.self_service_grace_left() == 1
+    case.suspend(T0 + 14 * DAY)
+    assert case.self_service_grace_left() == 0
+
+
+def test_a_customer_who_cancels_on_the_page_is_canceled_by_the_case_with_the_feedback() -> None:
+    from dunning.models import CancelReason, CustomerFeedback
+
+    case = opened()
+    feedback = CustomerFeedback(reason=CancelReason.TOO_EXPENSIVE, comment=None)
+    assert case.subscription_canceled(SubscriptionCanceled(source="customer", feedback=feedback), T0 + DAY)
+    assert case.next_action(T0 + DAY) == CloseCanceled("asked on the customer page", False, by_customer_page=True)
+    assert case.status(case.plan()).feedback == feedback
+    # Stripe's `customer.subscription.deleted` that follows changes nothing more.
+    assert not case.subscription_canceled(SubscriptionCanceled(reason="customer.subscription.deleted"), T0 + DAY)

@@ -72,7 +72,7 @@ def test_contract_module_spells_the_names_of_the_design() -> None:
 
 def test_the_workflow_and_the_activities_register_under_the_contracts_names() -> None:
     from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-    from activities.sandbox import MemoryConsentStore, SandboxOutbox, SandboxPayments
+    from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
     from workflows.dunning_workflow import DunningWorkflow
 
     # The SDK keeps the registered names on private definitions; no public API reads them.
@@ -84,7 +84,7 @@ def test_the_workflow_and_the_activities_register_under_the_contracts_names() ->
 
     payments, outbox = SandboxPayments(), SandboxOutbox()
     registered = case_activities(
-        PaymentActivities(payments), NotificationActivities(payments, outbox, outbox, MemoryConsentStore())
+        PaymentActivities(payments), NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
     )
     names = [temporalio.activity._Definition.must_from_callable(fn).name for fn in registered]
     assert sorted(names) == sorted(ACTIVITIES)

@@ -17,7 +17,14 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.case_activities import NotificationActivities
 from activities.factory import build_activities
-from activities.sandbox import MailboxMessage, MemoryConsentStore, SandboxMailbox, SandboxOutbox, SandboxPayments
+from activities.sandbox import (
+    MailboxMessage,
+    MemoryConsentStore,
+    SandboxLinks,
+    SandboxMailbox,
+    SandboxOutbox,
+    SandboxPayments,
+)
 from dunning.models import Channel, NotificationRequest
 from runtime.settings import Settings
 from starter.api.main import create_app
@@ -69,7 +76,13 @@ def sandbox_notify(mailbox: SandboxMailbox | None) -> tuple[NotificationActiviti
     payments.add_customer("cus_1", name="Ada <b>Lovelace</b>", email="ada@example.com", phone="+15555550100")
     outbox = SandboxOutbox()
     notify = NotificationActivities(
-        payments, outbox, outbox, MemoryConsentStore(), message_defaults={"company_name": "Acme"}, mailbox=mailbox
+        payments,
+        outbox,
+        outbox,
+        MemoryConsentStore(),
+        SandboxLinks(),
+        message_defaults={"company_name": "Acme"},
+        mailbox=mailbox,
     )
     return notify, payments
 
@@ -101,7 +114,8 @@ async def test_send_notification_keeps_every_channel_for_the_mailbox(tmp_path: P
     assert email.html and "Add a new card" in email.html
     assert kept["sms"].to == "+15555550100" and kept["sms"].text.startswith("Acme: your $49.00 payment")
     assert kept["in_app"].text.startswith("Your latest payment of $49.00 didn't go through because the card")
-    assert {m.link for m in kept.values()} == {"https://billing.example.com/update/cus_1"}
+    links = {m.link for m in kept.values()}
+    assert len(links) == 1 and links.pop().startswith("https://pay.example.com/c/")  # the case's page
 
 
 async def test_without_a_mailbox_nothing_is_written(tmp_path: Path) -> None:
@@ -177,9 +191,11 @@ async def test_the_mailbox_shows_every_message_by_customer_newest_first(tmp_path
         assert 'srcdoc="&lt;!DOCTYPE html&gt;' in frame and "&lt;base target=&#34;_top&#34;&gt;" in frame
     # the SMS with its link clickable, the banner with its page
     assert 'Acme: your $49.00 payment' in page
-    assert '<a href="https://billing.example.com/update/cus_1">https://billing.example.com/update/cus_1</a>' in page
+    link = SandboxMailbox(filled).read()[-1].link
+    assert link and link.startswith("https://pay.example.com/c/")
+    assert f'<a href="{link}">{link}</a>' in page
     assert "the card on file has expired" in page
-    assert 'class="button" href="https://billing.example.com/update/cus_1"' in page
+    assert f'class="button" href="{link}"' in page
 
 
 async def test_one_customer_and_one_email_on_its_own_page(tmp_path: Path, filled: Path) -> None:

@@ -12,9 +12,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from dunning import contract
 from dunning.models import AccessState, AttemptRecord, CaseStatus, ChargeResult, DeclineCategory, InvoiceState, Stage
+from runtime.links import CaseLinks, LinkSigner
 from runtime.settings import Settings
 from starter.api import deps
 from starter.api.routes import in_app
+from tests.helpers.database import sqlite_database
 
 TOKEN = "s3cret-token"
 NOW = datetime.now(UTC)
@@ -271,3 +273,15 @@ async def test_the_update_link_is_never_anything_but_https(app: FastAPI, client:
 
     app.dependency_overrides[deps.get_update_link] = lambda: (lambda customer_id, case: hostile)
     assert (await get(app)).json()["update_url"] is None
+
+
+async def test_the_banner_links_to_the_case_page_like_every_message(app: FastAPI, client: FakeClient, tmp_path) -> None:
+    links = CaseLinks(LinkSigner([b"banner-link-key-0123456789"]), "http://127.0.0.1:8000", sqlite_database(tmp_path))
+    app.state.links = links
+    app.dependency_overrides[deps.get_settings] = lambda: Settings(dunning_public_url="http://127.0.0.1:8000")
+    client.cases["dunning-sub_1"] = status(banner_template="payment_failed")
+    body = (await get(app)).json()
+    _, token = links.signer.token_for(client.cases["dunning-sub_1"].case_id)
+    assert body["update_url"] == f"http://127.0.0.1:8000/c/{token}"
+    record = await links.find(token)
+    assert record is not None and record.workflow_id == "dunning-sub_1" and record.customer_id == "cus_1"

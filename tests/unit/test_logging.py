@@ -91,6 +91,8 @@ def test_contact_details_are_masked_not_dropped():
         ("header Authorization: Bearer eyJhbGciOi.abc.def", "eyJhbGciOi", "Bearer [redacted]"),
         ("key sk_live_51HxYzABCDEFGHijkl and whsec_1234567890abc", "sk_live_51", REDACTED),
         ("sendgrid SG.abcdefghijklmn.opqrstuvwxyz0123456 failed", "SG.abcdef", REDACTED),
+        # uvicorn's access line of a customer's page: the token opens their case, like a password.
+        ('1.2.3.4 - "GET /c/Pv0jC38aDO-J9fWMNFL1jZtdMNKPW-VF/update HTTP/1.1" 303', "Pv0jC38a", "/c/[redacted]/update"),
     ],
 )
 def test_free_text_is_scrubbed(text, absent, present):
@@ -128,12 +130,14 @@ def test_real_pipeline_structlog_and_stdlib(json_logs):
     # Libraries log through the standard library: uvicorn, temporalio, stripe… even after uvicorn
     # installed its own non-propagating handlers.
     logging.getLogger("uvicorn.error").warning("request with Bearer sometoken123 from +15555550123")
+    logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/c/Pv0jC38aDO-J9fWMNFL1jZtdMNKPW-VF", "1.1", 200)
 
     lines = json_logs()
     text = json.dumps(lines)
-    for secret in ("grace@example.com", "abc.def.ghi", "4111 1111", "sometoken123", "+15555550123"):
+    for secret in ("grace@example.com", "abc.def.ghi", "4111 1111", "sometoken123", "+15555550123", "Pv0jC38a"):
         assert secret not in text
     assert lines[0]["event"] == "customer contacted" and lines[0]["invoice_id"] == "in_9"
     assert lines[0]["to"] == "g***@example.com"
     assert CARD in lines[1]["exception"] and "RuntimeError" in lines[1]["exception"]
     assert lines[2]["logger"] == "uvicorn.error" and "Bearer [redacted]" in lines[2]["event"]
+    assert lines[3]["logger"] == "uvicorn.access" and '"GET /c/[redacted] HTTP/1.1"' in lines[3]["event"]

@@ -16,12 +16,13 @@ from werkzeug import Response
 from activities.case_activities import NotificationActivities
 from activities.factory import build_activities
 from activities.messages import render_message
-from activities.sandbox import SandboxOutbox, SandboxPayments
+from activities.sandbox import SandboxLinks, SandboxOutbox, SandboxPayments
 from activities.sendgrid_backend import SendGridEmail
 from activities.twilio_backend import TwilioSms
 from dunning.models import Channel, NotificationRequest
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
+from runtime.links import CaseLinks, LinkSigner
 from runtime.settings import Settings
 from tests.helpers.database import consent_store
 
@@ -64,8 +65,16 @@ def notify(httpserver: HTTPServer, payments, consent) -> NotificationActivities:
     )
     sms = TwilioSms(SID, "token", "+15005550006", api_base=httpserver.url_for(""), timeout=2)
     return NotificationActivities(
-        payments, email, sms, consent, message_defaults={"company_name": "Acme", "support_email": None}
+        payments, email, sms, consent, page_links(consent), message_defaults={"company_name": "Acme", "support_email": None}
     )
+
+
+def page_links(consent: DatabaseConsentStore) -> CaseLinks:
+    return CaseLinks(LinkSigner([b"test-link-key-0123456789"]), "https://pay.acme.example", consent.database)
+
+
+def page_url(case_id: str = "dunning-sub_1") -> str:
+    return "https://pay.acme.example/c/" + LinkSigner([b"test-link-key-0123456789"]).token_for(case_id)[1]
 
 
 def request(channel: Channel, template: str = "reminder") -> NotificationRequest:
@@ -99,7 +108,7 @@ async def test_email_in_the_customer_language(httpserver: HTTPServer, notify) ->
             **CONTEXT,
             "company_name": "Acme",
             "customer_name": "Jonas Becker",
-            "update_url": "https://billing.example.com/update/cus_de",
+            "update_url": page_url(),
         },
         "de-DE",
     )
@@ -120,7 +129,7 @@ async def test_sms_goes_out_and_the_number_is_remembered_for_stop(httpserver: HT
     assert form["To"] == "+4915112345678" and form["From"] == "+15005550006"
     assert form["Body"] == (
         "Acme: Erinnerung: Ihre Zahlung über 19,90 € steht noch aus. Ihre Optionen: "
-        "https://billing.example.com/update/cus_de Abmelden: STOP"
+        f"{page_url()} Abmelden: STOP"
     )
     assert await consent.customers_for_phone("+4915112345678") == ["cus_de"]
 
@@ -187,6 +196,7 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
         dunning_state_dir=tmp_path,
         dunning_company_name="Acme",
         dunning_company_address="Musterstraße 1\\n10115 Berlin",
+        dunning_link_keys="test-link-key-0123456789",
     )
     activities = build_activities(settings)
     notify = next(a.__self__ for a in activities if getattr(a, "__name__", "") == "send_notification")
@@ -213,7 +223,7 @@ async def test_consent_unreadable_while_the_database_is_down_is_retried(httpserv
     """No SMS without knowing the customer's consent: the activity fails retryably (Temporal retries)."""
     down = DatabaseConsentStore(Database("postgresql+psycopg://dunning@127.0.0.1:1/dunning?connect_timeout=2"))
     sms = TwilioSms(SID, "token", "+15005550006", api_base=httpserver.url_for(""), timeout=2)
-    notify = NotificationActivities(payments, SandboxOutbox(), sms, down)
+    notify = NotificationActivities(payments, SandboxOutbox(), sms, down, SandboxLinks())
     with pytest.raises(ApplicationError) as raised:
         await run(notify, request(Channel.SMS))
     assert raised.value.type == "DatabaseUnavailable" and not raised.value.non_retryable

@@ -49,15 +49,29 @@ async def test_success_pays_off_session_with_the_idempotency_key(fake: FakeStrip
 
     assert result.status == "succeeded"
     assert result.payment_method_id == "pm_card_new"
-    # Re-read the invoice first, then pay it.
+    # Re-read the invoice first, then pay it; the card that paid becomes the default for next month.
     assert [(r.method, r.path) for r in fake.requests] == [
         ("GET", "/v1/invoices/in_test_1"),
         ("POST", "/v1/invoices/in_test_1/pay"),
+        ("POST", "/v1/subscriptions/sub_test_1"),
+        ("POST", "/v1/customers/cus_test_1"),
     ]
     pay = fake.pay_requests[0]
     assert pay.form == {"off_session": "true", "payment_method": "pm_card_new"}
     assert pay.idempotency_key == "dunning-sub_test_1:in_test_1:1"
     assert pay.headers["Authorization"] == f"Bearer {API_KEY}"
+    subscription, customer = fake.requests[2], fake.requests[3]
+    assert subscription.form == {"default_payment_method": "pm_card_new"}
+    assert customer.form == {"invoice_settings[default_payment_method]": "pm_card_new"}
+    assert subscription.idempotency_key == "dunning-sub_test_1:in_test_1:1/default/subscription"
+    assert fake.subscriptions["sub_test_1"]["default_payment_method"] == "pm_card_new"
+    assert fake.customers["cus_test_1"]["invoice_settings"]["default_payment_method"] == "pm_card_new"
+
+
+async def test_the_payment_stands_when_the_new_card_cannot_be_made_the_default(fake: FakeStripe, backend: StripePayments):
+    del fake.subscriptions["sub_test_1"]  # Stripe answers 404: logged, the charge still succeeded
+    result = await backend.charge_invoice(charge(payment_method_id="pm_card_new"))
+    assert result.status == "succeeded"
 
 
 async def test_without_a_card_stripe_uses_the_default_one(fake: FakeStripe, backend: StripePayments):
@@ -267,7 +281,9 @@ async def test_get_contact(fake: FakeStripe, backend: StripePayments):
 
 async def test_update_link_is_a_payment_method_update_portal_session(fake: FakeStripe, backend: StripePayments):
     link = await backend.update_link("cus_test_1", "in_test_1")
-    assert link == "https://billing.stripe.com/p/session/test_cus_test_1"
+    # The fake serves its portal sessions from itself (a page that expires like Stripe's).
+    [session_id] = fake.portal_sessions
+    assert link == f"{fake.base_url}/p/session/{session_id}"
     portal = fake.seen("POST", "/v1/billing_portal/sessions")[0]
     assert portal.form == {"customer": "cus_test_1", "flow_data[type]": "payment_method_update"}
 

@@ -193,6 +193,50 @@ async def test_operator_pause_resume_and_extend_grace_move_the_schedule(time_env
         assert status.stage is Stage.CANCELED
 
 
+async def test_the_customer_cancels_on_their_page_and_the_case_cancels_in_stripe(time_env):
+    from dunning.models import CancelReason, CustomerFeedback, SubscriptionCanceled
+
+    async with CaseRunner(time_env) as runner:
+        runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
+        case = await runner.open(record_as="canceled_on_the_customer_page")
+        await case.wait_days(2)
+        feedback = CustomerFeedback(reason=CancelReason.SWITCHING, comment="Moving to a competitor")
+        canceled = SubscriptionCanceled(source="customer", feedback=feedback, event_id="page-cancel:link1")
+        await case.signal("subscription_canceled", canceled)
+        await case.signal("subscription_canceled", canceled)  # a double submit: once
+        status = await case.result()
+        assert status.stage is Stage.CLOSED_BY_CUSTOMER
+        assert status.feedback == feedback
+        # The case itself canceled the subscription in Stripe, once, and sent nothing more.
+        assert [(action, sub) for action, sub, _ in runner.payments.access_log] == [("cancel", case.handle.id.removeprefix("dunning-"))]
+        assert len(runner.outbox.messages) == 1
+        assert any(e.event == "customer_canceled" and "switching: Moving to a competitor" in e.detail for e in status.timeline)
+
+
+async def test_the_customer_takes_more_time_once_and_the_schedule_follows(time_env):
+    from dunning.models import ExtendGrace
+
+    async with CaseRunner(time_env) as runner:
+        runner.payments.script_card("pm_card_customer", ["insufficient_funds"] * 10)
+        case = await runner.open(record_as="more_time_on_the_customer_page")
+        await case.wait_days(2)
+        asked = ExtendGrace(source="customer", reason="asked on their page", request_id="page:link1:1")
+        await case.signal("extend_grace", asked)
+        await case.signal("extend_grace", asked)  # the same form twice: one extension
+        await case.wait_days(0.01)
+        status = await case.status()
+        assert case.day(status.grace_ends_at) == 14.0 + 7
+        assert (status.customer_extensions, status.self_service_grace_left) == (1, 0)
+        # A second request (a new form) is over the policy's limit: refused, noted, nothing moves.
+        await case.signal("extend_grace", ExtendGrace(source="customer", request_id="page:link1:2"))
+        await case.wait_days(0.01)
+        status = await case.status()
+        assert case.day(status.grace_ends_at) == 14.0 + 7
+        assert [e.event for e in status.timeline].count("grace_refused") == 1
+        status = await case.result()
+        assert ("suspend", 21.0) in [(a, case.day(at)) for a, _, at in runner.payments.access_log]
+
+
 async def test_two_failed_invoices_are_charged_oldest_first_and_a_decline_ends_the_round(time_env):
     async with CaseRunner(time_env) as runner:
         runner.payments.script_card("pm_card_customer", ["insufficient_funds", None, None])

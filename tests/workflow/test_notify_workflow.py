@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pytest_httpserver import HTTPServer
 from twilio.request_validator import RequestValidator
 
-from activities.sandbox import SandboxPayments
+from activities.sandbox import SandboxLinks, SandboxPayments
 from activities.twilio_backend import TwilioSms
 from dunning.models import InvoicePaid, Stage
 from runtime.consent import DatabaseConsentStore
@@ -79,7 +79,7 @@ async def test_sms_due_in_the_berlin_night_waits_for_8am_and_speaks_german(time_
         # The full wording (plan, retry date) is too long for one segment: the compact one goes.
         assert sms[0].body == (
             "Acme: Erinnerung: Ihre Zahlung über 49,00 € steht noch aus. Ihre Optionen: "
-            "https://billing.example.com/update/cus_de Abmelden: STOP"
+            f"https://pay.example.com/c/{SandboxLinks().signer.token_for(status.case_id)[1]} Abmelden: STOP"
         )
         email = runner.outbox.messages[1]
         assert email.subject == "Erinnerung: Ihre Zahlung für Pro steht noch aus"

@@ -21,9 +21,12 @@ from temporalio.service import RPCError
 from activities.messages import UnknownTemplate, render_banner
 from dunning import contract
 from dunning.models import OUTCOMES, AccessState, CaseStatus, Stage
+from runtime.database import DatabaseUnavailable
 from starter.api.deps import (
+    DATABASE_UNAVAILABLE,
     TEMPORAL_UNAVAILABLE,
     ServiceUnavailable,
+    SettingsDep,
     TemporalDep,
     UpdateLinkDep,
     https_only,
@@ -114,6 +117,7 @@ async def customer_dunning(
     customer_id: Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN)],
     client: TemporalDep,
     update_link: UpdateLinkDep,
+    settings: SettingsDep,
     locale: Annotated[str | None, Query(max_length=35)] = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> DunningView:
@@ -126,11 +130,15 @@ async def customer_dunning(
         return DunningView(open_case=False)
     # Several subscriptions in dunning: show the one that matters most (suspended first, then oldest).
     case = sorted(cases, key=lambda s: (-SEVERITY.get(s.access, 0), s.opened_at))[0]
-    url = update_link(customer_id, case)
-    if inspect.isawaitable(url):
-        url = await url
-    # Cases opened before links were checked at the door may still hold a hostile one.
-    url = https_only(url)
+    try:
+        url = update_link(customer_id, case)
+        if inspect.isawaitable(url):
+            url = await url
+    except DatabaseUnavailable as exc:
+        raise ServiceUnavailable(DATABASE_UNAVAILABLE) from exc
+    # Our own page link (plain http only on a laptop), else nothing but https: cases opened before
+    # links were checked at the door may still hold a hostile hosted-invoice URL.
+    url = url if isinstance(url, str) and url.startswith(f"{settings.public_url()}/c/") else https_only(url)
     return DunningView(
         open_case=True,
         case_id=case.case_id,
