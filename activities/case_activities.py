@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -25,6 +26,7 @@ from activities.backends import (
     SmsBackend,
 )
 from activities.messages import UnknownTemplate, render_message
+from activities.sandbox import MailboxMessage, SandboxMailbox
 from dunning import contract
 from dunning.models import (
     PAID_ELSEWHERE,
@@ -92,6 +94,7 @@ class NotificationActivities:
         consent: ConsentStore,
         links: LinkIssuer,
         message_defaults: Mapping[str, str | None] | None = None,
+        mailbox: SandboxMailbox | None = None,
     ) -> None:
         self.links = links
         self.payments = payments
@@ -100,6 +103,8 @@ class NotificationActivities:
         self.consent = consent
         # Sender-wide template values (company_name, support_email); the case's context wins.
         self.message_defaults = {k: v for k, v in (message_defaults or {}).items() if v}
+        # Development only (`dunning up`): every message as the customer got it, for the local mailbox.
+        self.mailbox = mailbox
 
     @activity.defn(name=contract.SEND_NOTIFICATION.name)
     async def send_notification(self, request: NotificationRequest) -> NotificationResult:
@@ -118,6 +123,8 @@ class NotificationActivities:
                 return NotificationResult(channel=channel, status="skipped", reason=PAID_ELSEWHERE)
         if channel is Channel.IN_APP:
             # The banner lives in the case itself and is served by the API from the `status` query.
+            if self.mailbox is not None:
+                await self._show_banner_in_mailbox(request)
             return NotificationResult(channel=channel, status="sent", reason="in-app banner updated")
         contact = await self.payments.get_contact(request.customer_id)
         to = contact.phone if channel is Channel.SMS else contact.email
@@ -135,14 +142,7 @@ class NotificationActivities:
                 )
         elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
-        # The case's own page, never a provider session (those expire before the customer reads this).
-        info = activity.info()
-        link = await self.links.issue(
-            case_id=request.case_id,
-            workflow_id=info.workflow_id or request.case_id.partition("@")[0],
-            run_id=info.workflow_run_id or "",
-            customer_id=request.customer_id,
-        )
+        link = await self._link(request)
         try:
             message = render_message(
                 request.template,
@@ -181,7 +181,64 @@ class NotificationActivities:
             remember = getattr(self.consent, "remember_sms_recipient", None)
             if remember is not None:
                 await remember(request.customer_id, contact.phone)
+        if self.mailbox is not None:
+            await self.mailbox.record(
+                MailboxMessage(
+                    at=datetime.now(UTC),
+                    customer_id=request.customer_id,
+                    channel=channel.value,
+                    template=request.template,
+                    to=to,
+                    name=contact.name,
+                    locale=contact.locale,
+                    subject=message.subject,
+                    text=message.text,
+                    html=message.html,
+                    link=link,
+                    idempotency_key=request.idempotency_key,
+                )
+            )
         return NotificationResult(channel=channel, status="sent", provider_message_id=provider_id)
+
+    async def _link(self, request: NotificationRequest) -> str:
+        """The one link in the message (`update_url`): the case's own page, never a provider
+        session (those expire before the customer reads this)."""
+        info = activity.info()
+        return await self.links.issue(
+            case_id=request.case_id,
+            workflow_id=info.workflow_id or request.case_id.partition("@")[0],
+            run_id=info.workflow_run_id or "",
+            customer_id=request.customer_id,
+        )
+
+    async def _show_banner_in_mailbox(self, request: NotificationRequest) -> None:
+        """The banner as the case set it, for the local mailbox (the SaaS app asks the API for the
+        current one). A banner that cannot be shown there never fails the case's step."""
+        assert self.mailbox is not None
+        try:
+            contact = await self.payments.get_contact(request.customer_id)
+            link = await self._link(request)
+            banner = render_message(
+                request.template,
+                Channel.IN_APP,
+                {**self.message_defaults, **request.context, "customer_name": contact.name, "update_url": link},
+                locale=contact.locale,
+            )
+            await self.mailbox.record(
+                MailboxMessage(
+                    at=datetime.now(UTC),
+                    customer_id=request.customer_id,
+                    channel=Channel.IN_APP.value,
+                    template=request.template,
+                    name=contact.name,
+                    locale=contact.locale,
+                    text=banner.text,
+                    link=link,
+                    idempotency_key=request.idempotency_key,
+                )
+            )
+        except Exception as exc:  # development aid only
+            activity.logger.warning("in-app banner not shown in the local mailbox: %s", exc)
 
 
 def case_activities(payments: PaymentActivities, notifications: NotificationActivities) -> list[Callable[..., Any]]:

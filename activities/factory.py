@@ -9,7 +9,7 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
-from activities.sandbox import SandboxOutbox, SandboxPayments
+from activities.sandbox import SandboxMailbox, SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
@@ -58,12 +58,19 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
         sms,
         consent,
         links,
-        message_defaults={
-            "company_name": settings.dunning_company_name,
-            "support_email": settings.dunning_support_email,
-        },
+        message_defaults=settings.message_defaults(),
+        mailbox=_sandbox_mailbox(settings),
     )
     return case_activities(payment_activities, notification_activities)
+
+
+def _sandbox_mailbox(settings: Settings) -> SandboxMailbox | None:
+    """Development only: keep what the sandbox sends for the API's local mailbox (`dunning up`)."""
+    path = settings.sandbox_mailbox_file()
+    if path is None:
+        return None
+    log.info("sandbox messages are kept for the local mailbox", file=str(path))
+    return SandboxMailbox(path.resolve())
 
 
 def _require(what: str, chosen_by: str, needed: dict[str, object]) -> None:

@@ -138,14 +138,39 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _money_or_none(amount_minor: Any, currency: Any, locale: str | None) -> str | None:
+    minor = _int_or_none(amount_minor)
+    return format_money(minor, str(currency), locale) if minor and currency else None
+
+
+def _address(value: Any) -> str | None:
+    """The postal address on one line: `DUNNING_COMPANY_ADDRESS` may separate its lines with
+    newlines (or a literal `\\n`, as an env file writes it) or commas."""
+    if not value or not str(value).strip():
+        return None
+    lines = [line.strip() for line in re.split(r"\n|\\n", str(value)) if line.strip()]
+    return ", ".join(lines)
+
+
+def _legal_line(company: Any, address: str | None) -> str | None:
+    """Who sends the email and where, for its footer: "Acme GmbH, Musterstraße 1, 10115 Berlin".
+    Only with an address (the name alone is already in the footer's sentence); the name is not
+    repeated when the address starts with it."""
+    if not address:
+        return None
+    name = str(company or "").strip()
+    return address if not name or address.startswith(name) else f"{name}, {address}"
+
+
 def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]:
     """The variables every template sees: context values, formatted for the customer."""
     loc = _parse_locale(locale)
     tz = context.get("timezone") or None
     currency = context.get("currency")
-    # `amount_paid` for the recovered message (nothing is due any more then); never say "0.00".
-    amount_minor = _int_or_none(context.get("amount_paid")) or _int_or_none(context.get("amount_due"))
-    amount = format_money(amount_minor, str(currency), locale) if amount_minor and currency else None
+    # What is outstanding. A case with one paid and one open invoice asks only for the open one;
+    # what was paid (`amount_paid`) is for the `recovered` message alone. Never say "0.00".
+    amount = _money_or_none(context.get("amount_due"), currency, locale)
+    amount_paid = _money_or_none(context.get("amount_paid"), currency, locale)
     decline = context.get("decline_category") or "unknown"
     decline_code = context.get("decline_code") or None
     days_left = _int_or_none(context.get("days_left"))
@@ -161,6 +186,10 @@ def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]
         "company": context.get("company_name") or None,
         "plan": context.get("plan_name") or None,
         "amount": amount,
+        "amount_paid": amount_paid,
+        # Thank the customer for sorting it out only when they did (card update, paid elsewhere
+        # or on their page); a scheduled retry that went through gets a plain thank-you.
+        "customer_acted": bool(context.get("customer_acted")),
         "decline": decline if decline in ("hard", "soft", "authentication") else "unknown",
         "expired": decline_code == "expired_card",
         "retry_date": _long_date(context.get("next_retry_at"), tz, loc),
@@ -168,13 +197,16 @@ def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]
         "grace_date": _long_date(context.get("grace_ends_at"), tz, loc),
         "grace_date_short": _short_date(context.get("grace_ends_at"), tz, loc),
         "cancel_date": _long_date(context.get("cancel_at"), tz, loc),
+        "cancel_date_short": _short_date(context.get("cancel_at"), tz, loc),
         "days_left": days_left,
         "update_url": str(update_url),
         "support_email": context.get("support_email") or None,
+        "legal_line": _legal_line(context.get("company_name"), _address(context.get("company_address"))),
         "card_last4": context.get("card_last4") or None,
         "card_brand": context.get("card_brand") or None,
         "card_expiry": card_expiry,
         "compact": False,
+        "minimal": False,
     }
 
 
@@ -279,13 +311,21 @@ def sms_free(text: str) -> str:
     return " ".join(text.split())
 
 
+#: The wordings an SMS template offers, longest first: `compact` drops the plan (and what else the
+#: template can spare), `minimal` keeps only what the customer must know and the link.
+SMS_WORDINGS = ({"compact": False, "minimal": False}, {"compact": True, "minimal": False}, {"compact": True, "minimal": True})
+
+
 def _render_sms(language: str, template: str, view: dict[str, Any]) -> str:
-    """One GSM-7 segment where it can be: the compact wording is used when the full one is too long."""
+    """One GSM-7 segment where it can be: the first wording that fits, else the shortest."""
     path = _template_path(language, template, "sms.txt")
-    text = sms_safe(_render(path, view))
-    if sms_segments(text) > 1:
-        text = sms_safe(_render(path, {**view, "compact": True}))
-    return text
+    text = ""
+    for wording in SMS_WORDINGS:
+        text = sms_safe(_render(path, {**view, **wording}))
+        if sms_segments(text) == 1:
+            break
+    # Without a company prefix ("Acme: your payment…") the text starts a sentence.
+    return text[:1].upper() + text[1:]
 
 
 def render_banner(template: str, context: Mapping[str, Any], locale: str = "en") -> str:

@@ -9,10 +9,15 @@ codes set with `script_card`. Charges honour idempotency keys the way Stripe doe
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import quote
 
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
 from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
@@ -243,6 +248,71 @@ class SandboxOutbox:
 
     async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
         return self._record(OutboxMessage("sms", to, body, idempotency_key))
+
+
+class MailboxMessage(BaseModel):
+    """One message as the customer received it, in the local mailbox (`GET /dev/mailbox`)."""
+
+    at: datetime
+    customer_id: str
+    channel: str  # email, sms, in_app
+    template: str
+    to: str | None = None
+    name: str | None = None
+    locale: str | None = None
+    subject: str | None = None
+    text: str
+    html: str | None = None
+    link: str | None = None
+    idempotency_key: str
+
+    @property
+    def key(self) -> str:
+        """A short, URL-safe name for this message (its own page in the mailbox)."""
+        return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SandboxMailbox:
+    """What the sandbox sends, kept in a JSON Lines file for the local mailbox.
+
+    The worker appends (one line a message, one `write` each, so lines never interleave); the API,
+    another process, reads. Only `dunning up` turns it on (`DUNNING_SANDBOX_OUTBOX_FILE`), and only
+    while email and SMS are on the sandbox: nothing here ever runs against a real provider.
+    """
+
+    path: Path
+
+    async def record(self, message: MailboxMessage) -> None:
+        await asyncio.to_thread(self._append, message.model_dump_json() + "\n")
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def read(self, limit: int = 1000) -> list[MailboxMessage]:
+        """The latest `limit` messages, newest first; a retried send is shown once, a torn or
+        foreign line is skipped."""
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()[-limit:]
+        except FileNotFoundError:
+            return []
+        seen: set[str] = set()
+        messages: list[MailboxMessage] = []
+        for line in lines:
+            try:
+                message = MailboxMessage.model_validate(json.loads(line))
+            except (ValueError, ValidationError):
+                continue
+            if message.idempotency_key not in seen:
+                seen.add(message.idempotency_key)
+                messages.append(message)
+        # newest first; of two at the same moment, the one written later
+        return [m for _, m in sorted(enumerate(messages), key=lambda im: (im[1].at, im[0]), reverse=True)]
 
 
 @dataclass

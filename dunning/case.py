@@ -508,6 +508,15 @@ class Case:
         open_invoices = self.open_invoices()
         retry = self.next_retry()
         grace_ends = self.grace_ends_at()
+        # The customer sorted it out (a new card; paid elsewhere or on their page: paid without our
+        # charge), rather than a scheduled or operator retry simply going through: the thank-you
+        # says so only then.
+        charged_by = {a.invoice_id: a.trigger for a in s.attempts if a.result.status == "succeeded"}
+        customer_acted = any(
+            not charged_by.get(i.invoice_id, "").startswith(("scheduled", "operator"))
+            for i in s.invoices
+            if i.status == "paid"
+        )
         return {
             "amount_due": sum(i.amount_due for i in open_invoices),
             "currency": self.currency(),
@@ -523,6 +532,7 @@ class Case:
             "plan_name": s.customer.plan_name if s.customer else None,
             "access": s.access.value,
             "timezone": self.timezone(),
+            "customer_acted": customer_acted,
         }
 
     # --- access and closing ---------------------------------------------------------------

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # What every message may say about the sender (templates degrade gracefully without them).
     dunning_company_name: str | None = None
     dunning_support_email: str | None = None
+    # The postal address in every email's footer (lines separated by newlines, `\n` or commas).
+    dunning_company_address: str | None = None
+    # Development only: with sandbox email and SMS, the worker appends every message it would have
+    # sent to this JSON Lines file and the API shows them at GET /dev/mailbox (`dunning up` sets it).
+    dunning_sandbox_outbox_file: Path | None = None
     dunning_provider_timeout: float = 10.0
     # `key_id:base64key,…`: the first encrypts every Temporal payload, all decrypt (runtime/codec.py).
     dunning_encryption_keys: SecretStr | None = None
@@ -134,6 +139,24 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """`DUNNING_DATABASE_URL`, else `sqlite:///$DUNNING_STATE_DIR/dunning.sqlite3`."""
         return reveal(self.dunning_database_url) or f"sqlite:///{(self.dunning_state_dir / DATABASE_FILE).resolve()}"
+
+    def sandbox_mailbox_file(self) -> Path | None:
+        """The sandbox outbox file when the local mailbox is on: `DUNNING_SANDBOX_OUTBOX_FILE` is
+        set and no message can leave this machine (email and SMS both on the sandbox). Never
+        in production: a real provider turns it off whatever the variable says."""
+        if self.dunning_sandbox_outbox_file is None or str(self.dunning_sandbox_outbox_file) in ("", "."):
+            return None
+        if self.email_backend() != "sandbox" or self.sms_backend() != "sandbox":
+            return None
+        return self.dunning_sandbox_outbox_file
+
+    def message_defaults(self) -> dict[str, str | None]:
+        """What every message may say about the sender (templates drop what is unset)."""
+        return {
+            "company_name": self.dunning_company_name,
+            "support_email": self.dunning_support_email,
+            "company_address": self.dunning_company_address,
+        }
 
     def payments_backend(self) -> str:
         return self.dunning_payments or ("stripe" if self.stripe_api_key else "sandbox")

@@ -1,7 +1,8 @@
 """The HTTP API: the ASGI app `starter.api:app` (`dunning api`, or any ASGI server).
 
 One router per caller (routes/): `POST /webhooks/stripe`, `POST /webhooks/twilio/sms`,
-`GET /v1/customers/{customer_id}/dunning`, the codec server under `/codec`, and `GET /healthz`.
+`GET /v1/customers/{customer_id}/dunning`, the codec server under `/codec`, and `GET /healthz`;
+in development with sandbox providers (`dunning up`), the local mailbox at `GET /dev/mailbox`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from starter.api.deps import (
     TemporalGateway,
     Timings,
 )
-from starter.api.routes import codec_server, customer_page, health, in_app, sms_webhook, stripe_webhook
+from starter.api.routes import (
+    codec_server,
+    customer_page,
+    dev_mailbox,
+    health,
+    in_app,
+    sms_webhook,
+    stripe_webhook,
+)
 
 log = structlog.get_logger("dunning.api")
 
@@ -167,6 +176,12 @@ def create_app(
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz
     app.include_router(customer_page.router)  # customers: /c/{token} and its actions
+    mailbox_file = settings.sandbox_mailbox_file()
+    if mailbox_file is not None:
+        # Development only (`dunning up`, sandbox email and SMS): GET /dev/mailbox.
+        app.state.mailbox_file = mailbox_file.resolve()
+        app.include_router(dev_mailbox.router)
+        log.info("local mailbox at /dev/mailbox", file=str(app.state.mailbox_file))
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")

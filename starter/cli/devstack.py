@@ -5,7 +5,9 @@ Starts, as child processes it owns:
    survive a restart; the contract's search attributes registered; the Web UI on its port),
 2. the worker (`dunning worker`),
 3. the HTTP API (`dunning api`, uvicorn on `starter.api:app`),
-all on sandbox providers unless told otherwise. Ctrl-C or SIGTERM stops them in reverse order
+all on sandbox providers unless told otherwise; then the API also serves the local mailbox
+(`/dev/mailbox`: every email, SMS and banner the worker sent, from
+`<state dir>/sandbox-outbox.jsonl`). Ctrl-C or SIGTERM stops them in reverse order
 (API, worker, then the server) and nothing is left behind. The children also get SIGTERM from
 the kernel if this process dies without cleaning up (Linux), so a killed `dunning up` leaves no
 orphan dev server holding the ports.
@@ -42,6 +44,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEV_WEBHOOK_SECRET = "whsec_dunning_local_dev"
 DEV_API_TOKEN = "dunning-local-dev-token"
 LINK_KEY_FILE = "link-key"
+#: What the sandbox sent, one JSON line a message, in the state dir (kept across restarts).
+MAILBOX_FILE = "sandbox-outbox.jsonl"
 
 
 class StackError(RuntimeError):
@@ -173,6 +177,9 @@ class DevStack:
         # A laptop run talks to nobody: sandbox backends unless chosen explicitly.
         for var in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS"):
             env.setdefault(var, "sandbox")
+        # What the sandbox sends is kept for the local mailbox (GET /dev/mailbox on the API); the
+        # worker and the API only use it while email and SMS are on the sandbox.
+        env.setdefault("DUNNING_SANDBOX_OUTBOX_FILE", str(cfg.state_dir.resolve() / MAILBOX_FILE))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -380,10 +387,20 @@ class DevStack:
                 f"{k.split('_')[1].lower()}={env[k]}" for k in ("DUNNING_PAYMENTS", "DUNNING_EMAIL", "DUNNING_SMS")
             ),
         )
+        if self.mailbox_on():
+            mailbox = f"{cfg.api_url}/dev/mailbox"
+            table.add_row("Mailbox", f"[link={mailbox}]{mailbox}[/link]  (every email, SMS and banner the demo sends)")
         table.add_row("State", f"{cfg.state_dir / 'temporal.db'} (kept across restarts)")
         table.add_row("Logs", str(cfg.state_dir / "logs"))
         table.add_row("Try", f"TEMPORAL_ADDRESS={cfg.temporal_address} dunning demo --api-url {cfg.api_url}")
         return Panel(table, title="dunning is up", subtitle="Ctrl-C stops everything", border_style="green")
+
+    def mailbox_on(self) -> bool:
+        """The API serves the local mailbox: email and SMS on the sandbox and the file set."""
+        env = self.env
+        return bool(env.get("DUNNING_SANDBOX_OUTBOX_FILE")) and all(
+            env.get(var) == "sandbox" for var in ("DUNNING_EMAIL", "DUNNING_SMS")
+        )
 
     def run(self) -> int:
         received: list[int] = []

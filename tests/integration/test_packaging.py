@@ -1,7 +1,8 @@
 """The wheel carries what the service cannot run without: every module, the shipped policies,
 the message templates (`pip install .` once shipped neither policies nor templates), the
-database migrations (Alembic reads them as files) and the customer page's templates; and the
-installed `dunning worker` and `dunning api` (what the image runs) serve a case on the dev server.
+database migrations (Alembic reads them as files), the customer page's templates and the local
+mailbox's page; and the installed `dunning worker` and `dunning api` (what the image runs) serve
+a case on the dev server.
 
 The wheel is built from a copy of the source (no stale `build/` can fill a gap), installed with
 its dependencies from the package index into a fresh venv without system site-packages, and
@@ -73,6 +74,11 @@ for language in messages.LANGUAGES:
             if channel is Channel.EMAIL:
                 assert message.subject and message.html, (language, template)
             rendered.append(f"{language}/{template}/{channel.value}")
+from starter.api.routes import dev_mailbox  # the local mailbox's page is package data too
+
+assert dev_mailbox.TEMPLATES.resolve().is_relative_to(site), dev_mailbox.TEMPLATES
+page = dev_mailbox._env.get_template("dev_mailbox.html").render(customers=[], total=0, only=None, file="x")
+assert "Local mailbox" in page
 import tempfile
 from runtime import migrations
 from runtime.database import Database

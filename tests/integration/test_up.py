@@ -226,6 +226,19 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
 
         await eventually(recovered, timeout=30.0, interval=0.5)
 
+        # The local mailbox shows what this customer received, from the first email to the thanks
+        # (for sorting it out: they added the card), each with the link to their page.
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def mailbox() -> str:
+                page = (await http.get(f"{up.api}/dev/mailbox", params={"customer": customer})).text
+                return page if page.count("Thank you for sorting this out!") >= 2 else ""
+
+            page = await eventually(mailbox, timeout=30.0, interval=0.5)
+            assert "We couldn&#39;t process your Pro payment" in page
+            assert "Your card on file has expired: please add a new one" in page
+            assert f"{customer}@example.com" in page and 'sandbox="allow-popups' in page
+
         # `dunning demo` drives its population through the same API, briefly and by itself.
         demo = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -262,6 +275,7 @@ async def test_up_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None
     code, out, err = await up.stop(signal.SIGINT)
     assert code == 0, f"{out}\n{err}\n{up.logs()}"
     assert "Temporal UI" in err and f"http://127.0.0.1:{up.ui_port}" in err
+    assert f"http://127.0.0.1:{up.api_port}/dev/mailbox" in err
     # Every child stopped on its own after the forwarded Ctrl-C, none had to be killed.
     assert "stopped. api exit 0, worker exit 0, temporal exit 0" in err, err
     for port in up.ports:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from temporalio.service import RPCError, RPCStatusCode
 
 from dunning import contract
-from dunning.models import AccessState, CaseStatus, DeclineCategory, InvoiceState, Stage
+from dunning.models import AccessState, AttemptRecord, CaseStatus, ChargeResult, DeclineCategory, InvoiceState, Stage
 from runtime.links import CaseLinks, LinkSigner
 from runtime.settings import Settings
 from starter.api import deps
@@ -161,7 +161,7 @@ async def test_open_case_with_the_case_banner(app: FastAPI, client: FakeClient) 
     assert body["access_state"] == "grace"
     day = (NOW + timedelta(days=1)).strftime("%B %-d, %Y")
     assert body["message"] == (
-        f"Your latest payment of $49.00 didn't go through. We'll retry on {day}, or you can use another card now."
+        f"Your latest payment of $49.00 didn't go through. We'll retry on {day}, or you can see your options now."
     )
     assert body["update_url"] == "https://invoice.stripe.com/i/acct_1/test_1"
     assert (body["amount_due"], body["currency"]) == (4900, "usd")
@@ -187,6 +187,24 @@ async def test_suspended_case_wins_over_a_newer_grace_case(app: FastAPI, client:
     body = (await get(app)).json()
     assert (body["case_id"], body["access_state"]) == ("dunning-sub_old", "suspended")
     assert body["message"].startswith("Your access is paused")
+
+
+async def test_the_suspension_banner_names_the_end_and_follows_the_decline(app: FastAPI, client: FakeClient) -> None:
+    suspended = status(stage=Stage.SUSPENDED, access=AccessState.SUSPENDED, banner_template="suspended")
+    expired = ChargeResult(
+        invoice_id="in_1", status="declined", category=DeclineCategory.HARD, decline_code="expired_card"
+    )
+    client.cases["dunning-sub_1"] = suspended.model_copy(
+        update={
+            "decline_category": DeclineCategory.HARD,
+            "attempts": [AttemptRecord(at=NOW, invoice_id="in_1", attempt=0, trigger="stripe", result=expired)],
+            "cancel_at": datetime(2027, 1, 4, 14, tzinfo=UTC),
+            "customer_timezone": "Europe/Berlin",
+        }
+    )
+    message = (await get(app)).json()["message"]
+    assert "add your new card to restore access" in message
+    assert message.endswith("If the payment isn't made by January 4, 2027, the subscription ends then.")
 
 
 async def test_case_without_banner_shows_none(app: FastAPI, client: FakeClient) -> None:

@@ -114,7 +114,7 @@ async def test_email_in_the_customer_language(httpserver: HTTPServer, notify) ->
     )
     assert sent["personalizations"] == [{"to": [{"email": "jonas@example.de"}]}]
     assert sent["from"] == {"email": "billing@acme.example", "name": "Acme Billing"}
-    assert sent["subject"] == "Erinnerung: Ihre Zahlung für Pro ist noch offen" == expected.subject
+    assert sent["subject"] == "Erinnerung: Ihre Zahlung für Pro steht noch aus" == expected.subject
     assert sent["content"][0] == {"type": "text/plain", "value": expected.text}
     assert sent["content"][1]["value"] == expected.html
     assert "Hallo Jonas," in expected.text and "19,90\xa0€" in expected.text and "24. November 2026" in expected.text
@@ -128,7 +128,7 @@ async def test_sms_goes_out_and_the_number_is_remembered_for_stop(httpserver: HT
     form = dict(urllib.parse.parse_qsl(httpserver.log[0][0].get_data(as_text=True)))
     assert form["To"] == "+4915112345678" and form["From"] == "+15005550006"
     assert form["Body"] == (
-        "Acme: Erinnerung, Ihre Zahlung über 19,90 € ist noch offen. Neuer Versuch am 24. Nov., oder andere Karte: "
+        "Acme: Erinnerung: Ihre Zahlung über 19,90 € steht noch aus. Ihre Optionen: "
         f"{page_url()} Abmelden: STOP"
     )
     assert await consent.customers_for_phone("+4915112345678") == ["cus_de"]
@@ -195,6 +195,7 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
         twilio_api_base="http://127.0.0.1:1",
         dunning_state_dir=tmp_path,
         dunning_company_name="Acme",
+        dunning_company_address="Musterstraße 1\\n10115 Berlin",
         dunning_link_keys="test-link-key-0123456789",
     )
     activities = build_activities(settings)
@@ -203,7 +204,10 @@ def test_factory_wires_sendgrid_twilio_and_durable_consent(tmp_path: Path) -> No
     assert notify.email.from_email == "billing@acme.example"
     assert isinstance(notify.consent, DatabaseConsentStore)
     assert notify.consent.database.engine.url.database == str(tmp_path.resolve() / "dunning.sqlite3")
-    assert notify.message_defaults == {"company_name": "Acme"}
+    assert notify.message_defaults == {"company_name": "Acme", "company_address": "Musterstraße 1\\n10115 Berlin"}
+    # … and reach every email's footer, the address on one line
+    email = render_message("reminder", Channel.EMAIL, {**notify.message_defaults, "update_url": "https://x"}, "de")
+    assert email.text.rstrip().endswith("Acme, Musterstraße 1, 10115 Berlin")
 
 
 async def test_a_bad_number_does_not_count_as_an_opt_out(httpserver: HTTPServer, notify, consent) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import urllib.parse
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
+from activities.messages import sms_length, sms_segments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
+from runtime.settings import Settings
 from starter.api import deps
 from starter.api.routes import sms_webhook
 from tests.helpers.database import consent_store
@@ -35,6 +38,9 @@ def app(store: DatabaseConsentStore) -> FastAPI:
     app.dependency_overrides[deps.get_phone_directory] = lambda: store
     app.dependency_overrides[deps.get_twilio_webhook_config] = lambda: deps.TwilioWebhookConfig(
         auth_token=TOKEN, account_sid=ACCOUNT
+    )
+    app.dependency_overrides[deps.get_settings] = lambda: Settings(
+        dunning_company_name="Acme", dunning_support_email="help@acme.example"
     )
     return app
 
@@ -189,3 +195,62 @@ async def test_database_down_answers_503_so_twilio_retries_the_stop(app: FastAPI
     response = await post(app, inbound("STOP"))
     assert response.status_code == 503 and response.headers["Retry-After"] == "30"
     assert (await post(app, inbound("thanks"))).status_code == 200  # an ordinary reply needs no database
+
+
+# --- HELP: who we are and how to reach us ------------------------------------------------------
+
+
+def reply_of(response: httpx.Response) -> str:
+    """The text of the TwiML <Message> in a webhook answer."""
+    message = ElementTree.fromstring(response.text).find("Message")
+    assert message is not None, response.text
+    return message.text or ""
+
+
+@pytest.mark.parametrize("word", ["HELP", "help", " Info ", "Help!"])
+async def test_help_is_answered_with_who_we_are_and_changes_no_consent(
+    app: FastAPI, store: DatabaseConsentStore, word: str
+) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    response = await post(app, inbound(word))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    assert reply_of(response) == (
+        "Acme: billing notices about your subscription. Help: help@acme.example. "
+        "Msg&data rates may apply. Reply STOP to opt out."
+    )
+    assert not await store.sms_opted_out("cus_1") and await store.history("cus_1") == []
+
+
+async def test_hilfe_is_answered_in_german(app: FastAPI) -> None:
+    reply = reply_of(await post(app, inbound("Hilfe")))
+    assert reply == (
+        "Acme: Hinweise zur Abrechnung Ihres Abonnements. Hilfe: help@acme.example. "
+        "Es können SMS-Gebühren anfallen. Abmelden: STOP"
+    )
+
+
+async def test_help_from_an_unknown_number_is_answered_too(app: FastAPI) -> None:
+    assert "Reply STOP to opt out" in reply_of(await post(app, inbound("HELP", phone="+15550000000")))
+
+
+async def test_stop_and_ordinary_replies_still_get_no_message(app: FastAPI, store: DatabaseConsentStore) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    for body in ("STOP", "START", "can you help me"):
+        response = await post(app, inbound(body))
+        assert response.text == '<?xml version="1.0" encoding="UTF-8"?><Response />', body
+
+
+async def test_help_needs_a_valid_signature(app: FastAPI) -> None:
+    assert (await post(app, inbound("HELP"), signature="bm90IGEgc2lnbmF0dXJl")).status_code == 403
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+@pytest.mark.parametrize(
+    ("company", "email"),
+    [(None, None), ("Acme", None), ("Acme Analytics", "billing-support@acme-analytics.example")],
+)
+def test_the_help_reply_is_one_gsm7_segment(language: str, company: str | None, email: str | None) -> None:
+    text = sms_webhook.help_reply(language, company, email)
+    assert sms_length(text)[0] == "gsm7" and sms_segments(text) == 1, (len(text), text)
+    assert text.endswith("Reply STOP to opt out." if language == "en" else "Abmelden: STOP")
+    assert "None" not in text

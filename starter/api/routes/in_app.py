@@ -69,15 +69,22 @@ def banner_for(status: CaseStatus, update_url: str | None, locale: str, now: dat
     if not template:
         return None
     now = now or datetime.now(UTC)
+    retry_at = status.next_retry_at or (
+        status.next_action_at if (status.next_action or "").lower().startswith("retry") else None
+    )
+    # the latest decline's code: an expired card asks for "your new card", not "a different card"
+    decline_code = next((a.result.decline_code for a in reversed(status.attempts) if a.result.status == "declined"), None)
     context: dict[str, Any] = {
         "amount_due": status.amount_due,
         "currency": status.currency,
         "grace_ends_at": status.grace_ends_at.isoformat() if status.grace_ends_at else None,
         "days_left": max(0, (status.grace_ends_at - now).days) if status.grace_ends_at else None,
         "decline_category": status.decline_category.value if status.decline_category else None,
-        "next_retry_at": status.next_action_at.isoformat()
-        if status.next_action_at and (status.next_action or "").lower().startswith("retry")
-        else None,
+        "decline_code": decline_code,
+        "next_retry_at": retry_at.isoformat() if retry_at else None,
+        # the suspension banner says when the subscription ends if still unpaid
+        "cancel_at": status.cancel_at.isoformat() if status.cancel_at else None,
+        "timezone": status.customer_timezone,
         "update_url": update_url or "-",
     }
     try:

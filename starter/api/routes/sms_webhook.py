@@ -4,7 +4,10 @@ Twilio posts every inbound message as a form, signed with `X-Twilio-Signature` (
 full URL plus the sorted form parameters, keyed with `TWILIO_AUTH_TOKEN`). A STOP-type keyword
 opts the sender's customers out of SMS in the consent store the worker checks before every
 text; START-type keywords opt them back in. Twilio's own opt-out handling answers the customer,
-so we reply with empty TwiML.
+so we reply to those with empty TwiML. HELP and INFO (HILFE in German) are answered with who
+writes, how to reach us and how to stop (`DUNNING_COMPANY_NAME`, `DUNNING_SUPPORT_EMAIL`), in one
+SMS; they change no consent. (On a long code with Twilio's default keyword handling Twilio
+answers HELP too: give Twilio's reply the same text, or turn it off with Advanced Opt-Out.)
 
 Behind a proxy, the URL Twilio signed is the public one: set `DUNNING_PUBLIC_URL`
 (e.g. `https://dunning.example.com`) or run uvicorn with `--proxy-headers`.
@@ -20,10 +23,12 @@ from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
+from activities.messages import sms_safe
 from starter.api.deps import (
     ConsentDep,
     PhoneDirectoryDep,
     ServiceUnavailable,
+    SettingsDep,
     TwilioConfigDep,
     TwilioWebhookConfig,
     database_or_503,
@@ -36,6 +41,8 @@ router = APIRouter(tags=["twilio"])
 # Twilio's standard opt-out and opt-in keywords (matched on the whole, trimmed message).
 STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
 START_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+# Help keywords and the language of the answer.
+HELP_KEYWORDS = {"HELP": "en", "INFO": "en", "HILFE": "de"}
 
 
 def keyword_action(body: str) -> bool | None:
@@ -48,6 +55,24 @@ def keyword_action(body: str) -> bool | None:
     return None
 
 
+def help_language(body: str) -> str | None:
+    """The answer's language when the message asks for help (HELP, INFO, HILFE), else None."""
+    return HELP_KEYWORDS.get(" ".join(body.strip().upper().split()).strip(".!?"))
+
+
+def help_reply(language: str, company: str | None, support_email: str | None) -> str:
+    """Who writes, how to reach us, how to stop: one GSM-7 SMS, whatever is configured."""
+    if language == "de":
+        who = f"{company}: Hinweise" if company else "Hinweise"
+        reach = f"Hilfe: {support_email}." if support_email else "Hilfe: Antworten Sie auf unsere E-Mails."
+        text = f"{who} zur Abrechnung Ihres Abonnements. {reach} Es können SMS-Gebühren anfallen. Abmelden: STOP"
+    else:
+        who = f"{company}: billing notices" if company else "Billing notices"
+        reach = f"Help: {support_email}." if support_email else "Help: reply to our emails."
+        text = f"{who} about your subscription. {reach} Msg&data rates may apply. Reply STOP to opt out."
+    return sms_safe(text)
+
+
 def _signed_url(request: Request, config: TwilioWebhookConfig) -> str:
     if config.public_url:
         url = config.public_url.rstrip("/") + request.url.path
@@ -55,16 +80,20 @@ def _signed_url(request: Request, config: TwilioWebhookConfig) -> str:
     return str(request.url)
 
 
-def _twiml() -> Response:
-    return Response(content=str(MessagingResponse()), media_type="application/xml")
+def _twiml(message: str | None = None) -> Response:
+    response = MessagingResponse()
+    if message:
+        response.message(message)
+    return Response(content=str(response), media_type="application/xml")
 
 
-@router.post("/webhooks/twilio/sms", summary="Inbound SMS from Twilio: STOP / START keywords")
+@router.post("/webhooks/twilio/sms", summary="Inbound SMS from Twilio: STOP / START / HELP keywords")
 async def twilio_inbound_sms(
     request: Request,
     config: TwilioConfigDep,
     consent: ConsentDep,
     directory: PhoneDirectoryDep,
+    settings: SettingsDep,
 ) -> Response:
     if not config.auth_token:
         raise ServiceUnavailable("TWILIO_AUTH_TOKEN is not configured: cannot verify inbound SMS")
@@ -88,6 +117,10 @@ async def twilio_inbound_sms(
     if not phone or body is None:
         raise HTTPException(400, "inbound SMS needs `From` and `Body`")
 
+    language = help_language(body)
+    if language is not None:
+        log.info("twilio webhook: help requested", language=language, message_sid=params.get("MessageSid"))
+        return _twiml(help_reply(language, settings.dunning_company_name, settings.dunning_support_email))
     action = keyword_action(body)
     if action is None:
         log.info("twilio webhook: ordinary reply ignored", message_sid=params.get("MessageSid"))
