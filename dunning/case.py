@@ -800,6 +800,14 @@ class Case:
         if s.last_decline:
             lines.append(f"Last decline: {s.last_decline.decline_code or s.last_decline.code} ({s.decline_category})")
         lines.append(f"Access: {s.access.value}; grace ends {self.grace_ends_at():%Y-%m-%d %H:%M} UTC")
+        if s.customer_extensions:
+            lines.append(
+                f"The customer took more time on their page ({s.customer_extensions}"
+                f" of {self.policy.self_service_grace_limit})"
+            )
+        if s.canceled_by_customer:
+            said = f"{s.feedback.reason.value}: {s.feedback.comment or '(no comment)'}" if s.feedback else "no reason given"
+            lines.append(f"The customer canceled on their page ({said})")
         return "\n\n".join(lines)
 
 

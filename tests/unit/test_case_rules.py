@@ -540,3 +540,15 @@ def test_a_customer_who_cancels_on_the_page_is_canceled_by_the_case_with_the_fee
     assert case.status(case.plan()).feedback == feedback
     # Stripe's `customer.subscription.deleted` that follows changes nothing more.
     assert not case.subscription_canceled(SubscriptionCanceled(reason="customer.subscription.deleted"), T0 + DAY)
+
+
+def test_the_ui_details_say_what_the_customer_did_on_their_page() -> None:
+    from dunning.models import CancelReason, CustomerFeedback, ExtendGrace
+
+    case = opened()
+    case.extend_grace(ExtendGrace(source="customer", request_id="page:l:1"), T0 + DAY)
+    assert "The customer took more time on their page (1 of 1)" in case.details(case.plan())
+    case.subscription_canceled(
+        SubscriptionCanceled(source="customer", feedback=CustomerFeedback(reason=CancelReason.NOT_USING)), T0 + DAY
+    )
+    assert "The customer canceled on their page (not_using: (no comment))" in case.details(case.plan())
