@@ -5,6 +5,7 @@ included) or when the card outlives the renewal."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from dunning import contract
 from dunning.card_expiry import CardExpiryInput, CardExpiryStatus, RenewalCard, RenewalUpcoming
 from dunning.models import CardUpdated
 from dunning.policy import PreDunningStep
+from tests.helpers.case_harness import HISTORIES
 from tests.helpers.workers import eventually, new_worker
 
 STEPS = [
@@ -87,6 +89,9 @@ async def test_reminders_go_at_the_policys_offsets_then_it_ends_at_the_renewal(t
         assert first.next_reminder_at == renewal - timedelta(days=14)
         assert outbox.messages == []
         result: CardExpiryStatus = await handle.result()
+        if os.environ.get("DUNNING_RECORD_HISTORIES") == "1":
+            # For tests/workflow/test_replay.py: a change to CardExpiryWorkflow must replay it.
+            (HISTORIES / "card_expiry_two_reminders.json").write_text((await handle.fetch_history()).to_json())
     sent = [(n.at, n.channel.value, n.template, n.status) for n in result.notifications]
     assert [(round((renewal - at).total_seconds() / 86400, 2), ch, t, st) for at, ch, t, st in sent] == [
         (14.0, "email", "card_expiring", "sent"),
