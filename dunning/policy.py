@@ -18,9 +18,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -214,6 +216,16 @@ class Policy(BaseModel):
         if value < timedelta(0):
             raise ValueError("must not be negative")
         return value
+
+    @model_serializer(mode="wrap")
+    def _pre_dunning_only_when_on(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A policy without pre-dunning serializes as before it existed: cases pinned to it carry
+        the same payload, which a worker of the previous release (`extra="forbid"`) still reads
+        during a rolling deploy."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.pre_dunning:
+            data.pop("pre_dunning", None)
+        return data
 
     @property
     def ladder(self) -> list[LadderStep]:

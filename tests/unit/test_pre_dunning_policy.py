@@ -80,3 +80,12 @@ def test_shipped_policies_high_value_on_default_off() -> None:
         (timedelta(days=14), ["email"], "card_expiring"),
         (timedelta(days=3), ["email"], "card_expiring"),
     ]
+
+
+def test_a_policy_without_pre_dunning_is_pinned_into_cases_as_before() -> None:
+    """Cases of a policy without pre-dunning carry the payload of the previous release, which a
+    worker of that release (it forbids unknown fields) still decodes during a rolling deploy."""
+    policies = load_policies(SHIPPED_POLICY_DIR)
+    assert "pre_dunning" not in policies["default"].model_dump(mode="json")
+    assert "pre_dunning" in policies["high_value"].model_dump(mode="json")
+    assert type(policies["default"]).model_validate(policies["default"].model_dump(mode="json")) == policies["default"]
