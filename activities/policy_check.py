@@ -22,18 +22,13 @@ def template_problems(policy: Policy) -> list[str]:
     """`notify.N.template: why` (or `pre_dunning.N.template`) for each step whose template is
     missing in some language."""
     problems = []
-    for index, step in enumerate(policy.notify):
-        missing = missing_templates([step.template])
+    steps = [(f"notify.{i}", step.template) for i, step in enumerate(policy.notify)]
+    steps += [(f"pre_dunning.{i}", reminder.template) for i, reminder in enumerate(policy.pre_dunning)]
+    for where, template in steps:
+        missing = missing_templates([template])
         if missing:
             problems.append(
-                f"notify.{index}.template: no template {step.template!r} in every language"
-                f" ({', '.join(LANGUAGES)}; each needs {', '.join(TEMPLATE_FILES)}): missing {', '.join(missing)}"
-            )
-    for index, reminder in enumerate(policy.pre_dunning):
-        missing = missing_templates([reminder.template])
-        if missing:
-            problems.append(
-                f"pre_dunning.{index}.template: no template {reminder.template!r} in every language"
+                f"{where}.template: no template {template!r} in every language"
                 f" ({', '.join(LANGUAGES)}; each needs {', '.join(TEMPLATE_FILES)}): missing {', '.join(missing)}"
             )
     return problems

@@ -11,12 +11,14 @@ It ends at a card update (`card_updated`, Stripe's automatic update included) or
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from dunning import contract
+    from dunning.contract import ActivityDef
     from dunning.card_expiry import (
         CardExpiry,
         CardExpiryInput,
@@ -31,6 +33,10 @@ with workflow.unsafe.imports_passed_through():
 
 # The cases' provider retries, windows and error reading: a reminder is a message like theirs.
 from workflows.dunning_workflow import CALL_TIMEOUT, CUSTOMER_WINDOW, MESSAGE_WINDOW, PROVIDER_RETRY, _cause
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
 
 @workflow.defn(name=contract.CARD_EXPIRY_WORKFLOW_TYPE)
 class CardExpiryWorkflow:
@@ -75,13 +81,10 @@ class CardExpiryWorkflow:
             result = NotificationResult(channel=delivery.channel, status="skipped", reason="no in-app banner before a renewal")
         else:
             try:
-                result = await workflow.execute_activity(
-                    contract.SEND_NOTIFICATION.name,
+                result = await self._call(
+                    contract.SEND_NOTIFICATION,
                     reminders.notification_request(delivery),
-                    result_type=contract.SEND_NOTIFICATION.result_type,
-                    start_to_close_timeout=CALL_TIMEOUT,
-                    schedule_to_close_timeout=MESSAGE_WINDOW,
-                    retry_policy=PROVIDER_RETRY,
+                    window=MESSAGE_WINDOW,
                     summary=f"{delivery.channel} '{delivery.template}' before the renewal",
                 )
             except ActivityError as err:
@@ -93,18 +96,25 @@ class CardExpiryWorkflow:
     async def _get_customer(self) -> CustomerProfile:
         customer_id = self.reminders.state.customer_id
         try:
-            profile: CustomerProfile = await workflow.execute_activity(
-                contract.GET_CUSTOMER.name,
-                customer_id,
-                result_type=contract.GET_CUSTOMER.result_type,
-                start_to_close_timeout=CALL_TIMEOUT,
-                schedule_to_close_timeout=CUSTOMER_WINDOW,
-                retry_policy=PROVIDER_RETRY,
-                summary=f"look up customer {customer_id}",
+            profile = await self._call(
+                contract.GET_CUSTOMER, customer_id, window=CUSTOMER_WINDOW, summary=f"look up customer {customer_id}"
             )
         except ActivityError as err:
             return self.reminders.customer_lookup_failed(_cause(err), workflow.now())
         return profile
+
+    async def _call(self, activity: ActivityDef[ArgT, ResultT], arg: ArgT, *, window: timedelta, summary: str) -> ResultT:
+        """One of the contract's activities; provider outages are retried within `window`, as the cases do."""
+        result: ResultT = await workflow.execute_activity(
+            activity.name,
+            arg,
+            result_type=activity.result_type,
+            start_to_close_timeout=CALL_TIMEOUT,
+            schedule_to_close_timeout=window,
+            retry_policy=PROVIDER_RETRY,
+            summary=summary,
+        )
+        return result
 
     # --- signals and query -------------------------------------------------------------------
 

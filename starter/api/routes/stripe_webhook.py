@@ -458,14 +458,8 @@ async def _pre_dunning(action: pre_dunning.RenewalAhead | pre_dunning.SourceExpi
     async def client() -> Client:
         return to.client
 
-    result = await pre_dunning.deliver(
-        action,
-        client,
-        task_queue=to.task_queue,
-        policies=to.policies,
-        readers=to.card_readers,
-        rpc_timeout=to.timings.rpc_timeout,
-    )
+    door = pre_dunning.Door(client, to.task_queue, to.policies, to.card_readers, to.timings.rpc_timeout)
+    result = await door.deliver(action)
     return Outcome(result.action, result.detail, result.cases)
 
 
