@@ -160,3 +160,17 @@ async def test_an_expiring_legacy_card_starts_the_reminders_of_the_renewals_it_p
     assert (response.status_code, response.json()["cases"]) == (200, [wid]), response.text
     [(name, payload)] = await signals(dev_env.client, wid)
     assert (name, payload["card"]["last4"], payload["source"]) == ("renewal_upcoming", "0005", "customer.source.expiring")
+
+
+async def test_while_stripe_cannot_be_read_the_event_is_refused_for_stripe_to_send_again(dev_env, ids, unused_tcp_port) -> None:
+    settings = Settings(
+        stripe_webhook_secret=SECRET,
+        dunning_task_queue=ids["queue"],
+        stripe_api_key="sk_test_pre_dunning_0123",
+        stripe_api_base=f"http://127.0.0.1:{unused_tcp_port}",
+    )
+    app = create_app(settings, client_factory=lambda: dev_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        response = await post_event(http, upcoming(ids))
+    assert response.status_code == 503
+    assert await never_started(dev_env.client, f"card-expiry-{ids['subscription']}")
