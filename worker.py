@@ -1,4 +1,4 @@
-"""The worker: runs DunningWorkflow and its activities on the `dunning` task queue.
+"""The worker: runs DunningWorkflow, CardExpiryWorkflow and their activities on the `dunning` task queue.
 
 Connects with Temporal's own environment conventions (`TEMPORAL_ADDRESS`,
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, or a profile file).
@@ -28,6 +28,7 @@ from runtime.logging import configure_logging
 from runtime.preflight import check_open_cases_decodable
 from runtime.settings import ConfigError, Settings
 from runtime.temporal import TemporalUnreachable, connect
+from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
 log = structlog.get_logger("dunning.worker")
@@ -48,7 +49,8 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     **options: Any,
 ) -> Worker:
-    """The one worker set-up: DunningWorkflow and its activities on the settings' task queue.
+    """The one worker set-up: the cases (DunningWorkflow), pre-dunning (CardExpiryWorkflow) and
+    their activities on the settings' task queue.
 
     `activities` defaults to those of the configured backends; the benchmark passes its own (and
     a yardstick workflow) so that it measures this same worker.
@@ -56,7 +58,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.dunning_task_queue,
-        workflows=[DunningWorkflow, *extra_workflows],
+        workflows=[DunningWorkflow, CardExpiryWorkflow, *extra_workflows],
         activities=list(build_activities(settings) if activities is None else activities),
         max_cached_workflows=settings.dunning_max_cached_cases,
         # On SIGTERM (a deploy, a scale-down) running activities get this long to finish before

@@ -19,13 +19,16 @@ log = structlog.get_logger("dunning.policies")
 
 
 def template_problems(policy: Policy) -> list[str]:
-    """`notify.N.template: why` for each step whose template is missing in some language."""
+    """`notify.N.template: why` (or `pre_dunning.N.template`) for each step whose template is
+    missing in some language."""
     problems = []
-    for index, step in enumerate(policy.notify):
-        missing = missing_templates([step.template])
+    steps = [(f"notify.{i}", step.template) for i, step in enumerate(policy.notify)]
+    steps += [(f"pre_dunning.{i}", reminder.template) for i, reminder in enumerate(policy.pre_dunning)]
+    for where, template in steps:
+        missing = missing_templates([template])
         if missing:
             problems.append(
-                f"notify.{index}.template: no template {step.template!r} in every language"
+                f"{where}.template: no template {template!r} in every language"
                 f" ({', '.join(LANGUAGES)}; each needs {', '.join(TEMPLATE_FILES)}): missing {', '.join(missing)}"
             )
     return problems
@@ -46,6 +49,7 @@ def load_checked_policies(directory: Path | None = None) -> dict[str, Policy]:
             retries=len(policy.retry_after),
             ladder_steps=len(policy.ladder),
             event_steps=len(policy.notify) - len(policy.ladder),
+            pre_dunning=[iso_duration(reminder.before) for reminder in policy.pre_dunning],
             grace=iso_duration(policy.grace),
             cancel_after_suspension=iso_duration(policy.cancel_after_suspension),
         )

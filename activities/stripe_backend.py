@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import stripe
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from activities.backends import Contact, ProviderRejected, ProviderUnavailable
+from dunning.card_expiry import RenewalCard
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory
 from runtime.settings import Settings, reveal
@@ -98,6 +100,22 @@ class FailureFacts(BaseModel):
     invoice_status: str | None = None
     subscription_status: str | None = None
     failure: FailureDetails | None = None
+
+
+class RenewingSubscription(NamedTuple):
+    subscription_id: str
+    renewal_at: datetime
+    requested_policy: str | None
+
+
+def _period_end(subscription: dict[str, Any]) -> datetime | None:
+    """When the subscription renews: its items' period end (current API), else its own (older)."""
+    items = (subscription.get("items") or {}).get("data") if isinstance(subscription.get("items"), dict) else None
+    candidates = [i.get("current_period_end") for i in items or [] if isinstance(i, dict)]
+    candidates.append(subscription.get("current_period_end"))
+    ends: list[int] = [e for e in candidates if isinstance(e, int) and not isinstance(e, bool)]
+    end = min(ends) if ends else None
+    return datetime.fromtimestamp(end, UTC) if end else None
 
 
 class StripePayments:
@@ -525,6 +543,69 @@ class StripePayments:
             f"no update link for {customer_id}: the billing portal gave none and invoice {invoice_id} "
             "has no hosted page"
         )
+
+    # --- pre-dunning: the card a renewal will charge ------------------------------------
+
+    @staticmethod
+    def _default_card(holder: dict[str, Any]) -> str | None:
+        """A subscription's or customer's default: the payment method, else the legacy source."""
+        settings = holder.get("invoice_settings")
+        default = _id(settings.get("default_payment_method")) if isinstance(settings, dict) else None
+        return default or _id(holder.get("default_payment_method")) or _id(holder.get("default_source"))
+
+    async def _card(self, payment_method_id: str) -> RenewalCard | None:
+        """The card's expiry (PaymentMethods also read legacy `card_…` sources); None for what is
+        no card (a SEPA debit, a bank account): nothing of it expires."""
+        method = await self._get(
+            f"reading payment method {payment_method_id}", f"/v1/payment_methods/{quote(payment_method_id, safe='')}"
+        )
+        card = method.get("card")
+        if not isinstance(card, dict):
+            return None
+        try:
+            return RenewalCard.model_validate(
+                {
+                    "payment_method_id": payment_method_id,
+                    "brand": card.get("brand") if isinstance(card.get("brand"), str) else None,
+                    "last4": card.get("last4") if isinstance(card.get("last4"), str) else None,
+                    "exp_month": card.get("exp_month"),
+                    "exp_year": card.get("exp_year"),
+                }
+            )
+        except ValidationError:
+            log.warning("payment method without a usable expiry", payment_method_id=payment_method_id)
+            return None
+
+    async def renewal_card(self, subscription_id: str, customer_id: str) -> RenewalCard | None:
+        """The card the subscription's next renewal will be charged to, as Stripe picks it: the
+        subscription's default payment method (or source), else the customer's invoice default
+        (or default source). None when there is none, or it is no card."""
+        card_id = self._default_card(await self._subscription(subscription_id))
+        if card_id is None:
+            card_id = self._default_card(await self._customer(customer_id))
+        return await self._card(card_id) if card_id else None
+
+    async def subscriptions_charging(self, customer_id: str, card_id: str) -> list[RenewingSubscription]:
+        """The customer's active subscriptions whose next renewal charges this card (for
+        `customer.source.expiring`, which names the card and not the subscription)."""
+        listing = await self._get(
+            f"listing subscriptions of {customer_id}", "/v1/subscriptions", customer=customer_id, status="active", limit=100
+        )
+        customer_default: str | None = None
+        found: list[RenewingSubscription] = []
+        for sub in listing.get("data") or []:
+            if not isinstance(sub, dict) or not isinstance(sub.get("id"), str):
+                continue
+            charged = self._default_card(sub)
+            if charged is None:
+                customer_default = customer_default or self._default_card(await self._customer(customer_id)) or ""
+                charged = customer_default or None
+            renewal = _period_end(sub)
+            if charged == card_id and renewal is not None:
+                metadata = sub.get("metadata")
+                policy = metadata.get("dunning_policy") if isinstance(metadata, dict) else None
+                found.append(RenewingSubscription(sub["id"], renewal, policy if isinstance(policy, str) else None))
+        return found
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         url = (await self._invoice(invoice_id)).get("hosted_invoice_url")

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from temporalio.common import SearchAttributeKey
 
+from dunning.card_expiry import RenewalUpcoming
 from dunning.models import (
     AccessRequest,
     CardUpdated,
@@ -68,6 +69,30 @@ SIGNAL_PAYLOADS: dict[Signal, type] = {
 
 UPDATE_RETRY_NOW = "retry_now"
 QUERY_STATUS = "status"
+
+# --- pre-dunning: reminders before a renewal the card on file can't pay -------------------
+
+CARD_EXPIRY_WORKFLOW_TYPE = "CardExpiryWorkflow"
+CARD_EXPIRY_ID_PREFIX = "card-expiry-"
+
+
+def card_expiry_workflow_id(subscription_id: str) -> str:
+    """One pre-dunning workflow per subscription and renewal (a later renewal starts a new run)."""
+    return f"{CARD_EXPIRY_ID_PREFIX}{subscription_id}"
+
+
+class CardExpirySignal(StrEnum):
+    """CardExpiryWorkflow's signals: the renewal's event (signal-with-start), and the same
+    `card_updated` the cases take, which ends the reminders."""
+
+    RENEWAL_UPCOMING = "renewal_upcoming"
+    CARD_UPDATED = Signal.CARD_UPDATED.value
+
+
+CARD_EXPIRY_SIGNAL_PAYLOADS: dict[CardExpirySignal, type] = {
+    CardExpirySignal.RENEWAL_UPCOMING: RenewalUpcoming,
+    CardExpirySignal.CARD_UPDATED: CardUpdated,
+}
 
 # --- activities ---------------------------------------------------------------------
 
@@ -167,5 +192,11 @@ def cases_query(
 
 
 def open_cases_of_customer(customer_id: str) -> str:
-    """The customer's open cases: where a card update goes, what the in-app banner shows."""
+    """The customer's open cases: what the in-app banner shows."""
     return cases_query(customer_id=customer_id, open_only=True)
+
+
+def card_update_targets(customer_id: str) -> str:
+    """Where a card update of the customer goes: their open cases and their pre-dunning reminders."""
+    types = f"WorkflowType IN ({quote(WORKFLOW_TYPE)}, {quote(CARD_EXPIRY_WORKFLOW_TYPE)})"
+    return f"{types} AND {CUSTOMER_ID.name} = {quote(customer_id)} AND ExecutionStatus = 'Running'"

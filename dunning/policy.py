@@ -18,9 +18,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -153,6 +155,26 @@ class NotifyStep(BaseModel):
         return self
 
 
+class PreDunningStep(BaseModel):
+    """A reminder before a renewal that the card on file cannot pay, because it expires first:
+    sent `before` the renewal (CardExpiryWorkflow), on these channels, with this template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before: Duration
+    channels: list[ChannelName] = Field(min_length=1)
+    template: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
+
+    @field_validator("before")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive: a reminder goes some time before the renewal")
+        if value > MAX_DURATION:
+            raise ValueError(f"must be at most {iso_duration(MAX_DURATION)} (a year)")
+        return value
+
+
 class LadderStep(NamedTuple):
     """A time-based step of the ladder: its position in `notify` and its offset from the first failure."""
 
@@ -176,6 +198,8 @@ class Policy(BaseModel):
     self_service_grace: Duration = timedelta(days=7)
     self_service_grace_limit: FileInt = Field(1, ge=0, le=10)
     notify: list[NotifyStep] = []
+    # Reminders before a renewal the card on file can't pay (it expires first); none: pre-dunning is off.
+    pre_dunning: list[PreDunningStep] = []
 
     @field_validator("retry_after")
     @classmethod
@@ -192,6 +216,16 @@ class Policy(BaseModel):
         if value < timedelta(0):
             raise ValueError("must not be negative")
         return value
+
+    @model_serializer(mode="wrap")
+    def _pre_dunning_only_when_on(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A policy without pre-dunning serializes as before it existed: cases pinned to it carry
+        the same payload, which a worker of the previous release (`extra="forbid"`) still reads
+        during a rolling deploy."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.pre_dunning:
+            data.pop("pre_dunning", None)
+        return data
 
     @property
     def ladder(self) -> list[LadderStep]:
@@ -215,7 +249,9 @@ def policy_problems(policy: Policy) -> list[str]:
     - the ladder is written in the order it runs, one step per time;
     - nothing is scheduled after the case is canceled (`grace + cancel_after_suspension`):
       such a retry or step would never happen, so the file does not say what it does;
-    - a step names each channel once.
+    - a step names each channel once;
+    - pre-dunning: each `before` once, and no in-app banner (the SaaS app's banner shows open
+      dunning cases only, so an `in_app` reminder would reach nobody).
     """
     problems: list[str] = []
     end = policy.grace + policy.cancel_after_suspension
@@ -244,6 +280,22 @@ def policy_problems(policy: Policy) -> list[str]:
                 f" ({iso_duration(previous[1])}): write the ladder in the order it runs, one step per time"
             )
         previous = (index, step.at)
+    befores: dict[timedelta, int] = {}
+    for index, reminder in enumerate(policy.pre_dunning):
+        duplicates = sorted({c for c in reminder.channels if reminder.channels.count(c) > 1})
+        if duplicates:
+            problems.append(f"pre_dunning.{index}.channels: {', '.join(duplicates)} listed more than once")
+        if "in_app" in reminder.channels:
+            problems.append(
+                f"pre_dunning.{index}.channels: in_app is not shown before a renewal (the in-app banner"
+                " shows open dunning cases only): use email or sms"
+            )
+        if reminder.before in befores:
+            problems.append(
+                f"pre_dunning.{index}.before: {iso_duration(reminder.before)} is already"
+                f" pre_dunning.{befores[reminder.before]}.before: one reminder per time"
+            )
+        befores.setdefault(reminder.before, index)
     timed = [step.at for step in policy.notify if step.at is not None]
     if not timed or min(timed) > policy.grace:
         problems.append(

@@ -132,8 +132,34 @@ def subscription(
     )
 
 
-def payment_method(pm_id: str = "pm_card_new", *, customer: str | None = "cus_test_1") -> dict[str, Any]:
-    return resource("payment_method", id=pm_id, customer=customer)
+def payment_method(
+    pm_id: str = "pm_card_new",
+    *,
+    customer: str | None = "cus_test_1",
+    exp_month: int | None = None,
+    exp_year: int | None = None,
+    last4: str | None = None,
+) -> dict[str, Any]:
+    pm = resource("payment_method", id=pm_id, customer=customer)
+    card = pm["card"]
+    for name, value in (("exp_month", exp_month), ("exp_year", exp_year), ("last4", last4)):
+        if value is not None:
+            card[name] = value
+    return pm
+
+
+def upcoming_invoice(
+    *,
+    customer: str = "cus_test_1",
+    subscription: str = "sub_test_1",
+    renewal: int,
+    subscription_metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The object of `invoice.upcoming`: the renewal's invoice before it exists (no id), charged at `renewal`."""
+    inv = invoice(customer=customer, subscription=subscription, subscription_metadata=subscription_metadata, status="draft")
+    inv.pop("id")
+    inv.update(next_payment_attempt=renewal, period_end=renewal, attempted=False, attempt_count=0, hosted_invoice_url=None)
+    return inv
 
 
 def portal_session(
@@ -323,6 +349,7 @@ class FakeStripe:
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     pay_script: list[Reply] = field(default_factory=list)
     portal_enabled: bool = True
     #: How long a billing-portal session opens (Stripe: a few minutes); 0 = expired at once.
@@ -351,6 +378,8 @@ class FakeStripe:
         route("/v1/invoices", method="GET").respond_with_handler(self._list_invoices)
         route(re.compile(r"^/v1/customers/[^/]+$")).respond_with_handler(self._customer)
         route(re.compile(r"^/v1/subscriptions/[^/]+$")).respond_with_handler(self._subscription)
+        route("/v1/subscriptions", method="GET").respond_with_handler(self._list_subscriptions)
+        route(re.compile(r"^/v1/payment_methods/[^/]+$"), method="GET").respond_with_handler(self._payment_method)
         route("/v1/billing_portal/sessions", method="POST").respond_with_handler(self._portal)
         route(re.compile(r"^/p/session/[^/]+$")).respond_with_handler(self._portal_page)
 
@@ -360,7 +389,12 @@ class FakeStripe:
 
     def add(self, *objects: dict[str, Any]) -> None:
         for obj in objects:
-            store = {"invoice": self.invoices, "customer": self.customers, "subscription": self.subscriptions}
+            store = {
+                "invoice": self.invoices,
+                "customer": self.customers,
+                "subscription": self.subscriptions,
+                "payment_method": self.payment_methods,
+            }
             store[obj["object"]][obj["id"]] = obj
 
     def seen(self, method: str | None = None, path: str | None = None) -> list[Seen]:
@@ -521,6 +555,23 @@ class FakeStripe:
         elif request.method == "DELETE":
             sub.update(status="canceled", canceled_at=int(time.time()), ended_at=int(time.time()))
         return self._json(200, sub)
+
+    def _list_subscriptions(self, request: Request) -> Response:
+        """`GET /v1/subscriptions`: filtered by `customer` and `status` (one page: tests have few)."""
+        self._record(request)
+        found = [
+            sub
+            for sub in self.subscriptions.values()
+            if all(sub.get(name) == request.args[name] for name in ("customer", "status") if name in request.args)
+        ]
+        return self._json(200, {"object": "list", "data": found, "has_more": False, "url": "/v1/subscriptions"})
+
+    def _payment_method(self, request: Request) -> Response:
+        self._record(request)
+        pm_id = request.path.rsplit("/", 1)[1]
+        if pm_id not in self.payment_methods:
+            return self._missing("payment_method", pm_id)
+        return self._json(200, self.payment_methods[pm_id])
 
     def _portal(self, request: Request) -> Response:
         seen = self._record(request)

@@ -25,7 +25,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.backends import PaymentsBackend
-from activities.stripe_backend import FailureFacts
+from activities.stripe_backend import FailureFacts, RenewingSubscription
+from dunning.card_expiry import RenewalCard
 from dunning.models import CaseStatus
 from dunning.policy import Policy
 from runtime.codec import EncryptionCodec, EncryptionConfigError
@@ -41,6 +42,20 @@ ClientFactory = Callable[[], Awaitable[Client] | Client]
 #: `(invoice id, subscription id)`: why the invoice failed and whether the invoice and the
 #: subscription still need dunning, asked of Stripe when a case opens (the event may be late).
 FailureLookup = Callable[[str, str], Awaitable[FailureFacts]]
+
+#: `(subscription id, customer id)` → the card the next renewal charges (None: none, or no card).
+CardLookup = Callable[[str, str], Awaitable[RenewalCard | None]]
+#: `(customer id, card id)` → the customer's active subscriptions whose renewal charges this card.
+SubscriptionsCharging = Callable[[str, str], Awaitable[list[RenewingSubscription]]]
+
+
+@dataclass(frozen=True)
+class CardReaders:
+    """How pre-dunning reads Stripe at the door (None: the payments backend is not Stripe)."""
+
+    renewal_card: CardLookup | None = None
+    subscriptions_charging: SubscriptionsCharging | None = None
+
 
 #: How long one Temporal call may take before the API answers 503 (Stripe waits ~20 s at most).
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -129,10 +144,15 @@ def get_failure_lookup(request: Request) -> FailureLookup | None:
     return getattr(request.app.state, "failure_lookup", None)
 
 
+def get_card_readers(request: Request) -> CardReaders:
+    return getattr(request.app.state, "card_readers", None) or CardReaders()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoliciesDep = Annotated[dict[str, Policy], Depends(get_policies)]
 TimingsDep = Annotated[Timings, Depends(get_timings)]
 FailureLookupDep = Annotated[FailureLookup | None, Depends(get_failure_lookup)]
+CardReadersDep = Annotated[CardReaders, Depends(get_card_readers)]
 
 
 # --- Temporal -------------------------------------------------------------------------------

@@ -32,12 +32,14 @@ from runtime.temporal import connect
 from starter.api.deps import (
     DEFAULT_TOLERANCE_SECONDS,
     RPC_TIMEOUT,
+    CardReaders,
     ClientFactory,
     FailureLookup,
     ServiceUnavailable,
     TemporalGateway,
     Timings,
 )
+from starter.api import pre_dunning
 from starter.api.routes import (
     codec_server,
     customer_page,
@@ -123,6 +125,7 @@ def create_app(
     visibility_rechecks: tuple[float, ...] = Timings.visibility_rechecks,
     failure_lookup: FailureLookup | None = None,
     payments: PaymentsBackend | None = None,
+    card_readers: CardReaders | None = None,
 ) -> FastAPI:
     """The API. Policies are loaded (and validated) here, once: a bad policy file stops the start.
 
@@ -133,6 +136,7 @@ def create_app(
     first listing found none (visibility lags a just-started case). `failure_lookup` tells why
     an invoice failed (the event does not) and whether the invoice and its subscription still
     need dunning (the event may be late); by default Stripe is asked when its key is set.
+    `card_readers` read the card a renewal will charge, for pre-dunning (the same default).
     """
     settings = settings or Settings()
     database = Database.from_settings(settings)  # connects on first use
@@ -157,6 +161,10 @@ def create_app(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
         ).failure_facts
     app.state.failure_lookup = failure_lookup
+    if card_readers is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:
+        stripe_reader = StripePayments.from_settings(settings, timeout=pre_dunning.STRIPE_SECONDS)
+        card_readers = CardReaders(stripe_reader.renewal_card, stripe_reader.subscriptions_charging)
+    app.state.card_readers = card_readers or CardReaders()
     # The customer page: links signed with DUNNING_LINK_KEYS (none set: the API does not start),
     # billing-portal sessions created at the customer's click.
     app.state.links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)

@@ -158,10 +158,9 @@ class LegacySubscriptionDetails(_Shape):
     metadata: LenientDict = None
 
 
-class InvoiceOfSubscription(_Shape):
-    """`invoice.paid` / `invoice.payment_succeeded`: which invoice of which subscription."""
+class _SubscriptionInvoice(_Shape):
+    """An invoice's subscription and its `dunning_policy`, current API and legacy."""
 
-    id: StripeId
     parent: InvoiceParent | None = None
     # Before API 2025-03-31 the invoice named its subscription at the top level.
     subscription: Ref | None = None
@@ -179,6 +178,24 @@ class InvoiceOfSubscription(_Shape):
             return _policy_name(details.metadata)
         legacy = self.subscription_details
         return _policy_name(legacy.metadata if legacy else None)
+
+
+class InvoiceOfSubscription(_SubscriptionInvoice):
+    """`invoice.paid` / `invoice.payment_succeeded`: which invoice of which subscription."""
+
+    id: StripeId
+
+
+class UpcomingInvoice(_SubscriptionInvoice):
+    """`invoice.upcoming`: a renewal announced days ahead (the invoice has no id yet). When it will
+    be charged: `next_payment_attempt`, else the end of the period."""
+
+    customer: Ref
+    next_payment_attempt: When = None
+    period_end: When = None
+
+    def renewal_at(self) -> datetime | None:
+        return self.next_payment_attempt or self.period_end
 
 
 class PaymentError(_Shape):
@@ -242,6 +259,18 @@ class UpdatedCustomer(_Shape):
     id: StripeId
     invoice_settings: Annotated[InvoiceSettings | None, WrapValidator(_none_on_error)] = None
     default_source: LenientRef = None
+
+
+class ExpiringSource(_Shape):
+    """`customer.source.expiring`: a card (a legacy source) of the customer expires at the end of
+    this month. Stripe sends it for Cards and Sources only, never for PaymentMethods."""
+
+    id: StripeId
+    customer: Ref
+    exp_month: Annotated[int, Field(strict=True, ge=1, le=12)]
+    exp_year: Annotated[int, Field(strict=True, ge=2000, le=2200)]
+    brand: LenientText = None
+    last4: Annotated[Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")] | None, WrapValidator(_none_on_error)] = None
 
 
 def why(exc: ValidationError, what: str) -> str:

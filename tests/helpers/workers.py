@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from activities.backends import ConsentStore, EmailBackend, LinkIssuer, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
+from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ def new_worker(
     links: LinkIssuer | None = None,
     **kwargs: Any,
 ) -> Worker:
-    """A worker for DunningWorkflow and the contract's activities, on a fresh task queue by default
+    """A worker for DunningWorkflow, CardExpiryWorkflow and the contract's activities, on a fresh task queue by default
     (so tests sharing a server never steal each other's tasks).
 
     Backends default to the sandbox ones; `outbox` serves both email and SMS unless `email` or
@@ -59,7 +60,7 @@ def new_worker(
         SandboxLinks() if links is None else links,
         message_defaults=message_defaults,
     )
-    kwargs.setdefault("workflows", [DunningWorkflow])
+    kwargs.setdefault("workflows", [DunningWorkflow, CardExpiryWorkflow])
     return Worker(
         client,
         task_queue=task_queue or f"dunning-test-{uuid.uuid4().hex[:8]}",

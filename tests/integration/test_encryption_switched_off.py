@@ -31,6 +31,7 @@ from tests.helpers.case_harness import failure
 from tests.helpers.case_harness import make_policy as policy
 from tests.helpers.trust_harness import codec_client
 from tests.helpers.workers import TEST_LINK_KEYS
+from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def _worker(client: Client, task_queue: str) -> Worker:
     payments, outbox = SandboxPayments(), SandboxOutbox()
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
-    return Worker(client, task_queue=task_queue, workflows=[DunningWorkflow], activities=case_activities(pay, notify))
+    return Worker(client, task_queue=task_queue, workflows=[DunningWorkflow, CardExpiryWorkflow], activities=case_activities(pay, notify))
 
 
 async def _open_encrypted(dev_env: WorkflowEnvironment, keys: str, task_queue: str) -> WorkflowHandle:

@@ -53,6 +53,10 @@ SEARCH_ATTRIBUTES = {
     "DunningOutcome": "Keyword",
 }
 WORKFLOW_ID_PREFIX = "dunning-"
+# Pre-dunning (DESIGN.md §2): its own workflow type and id; it takes the cases' `card_updated`.
+CARD_EXPIRY_WORKFLOW_TYPE = "CardExpiryWorkflow"
+CARD_EXPIRY_ID_PREFIX = "card-expiry-"
+CARD_EXPIRY_SIGNALS = ["renewal_upcoming", "card_updated"]
 
 
 # --- the contract module and what the worker registers ------------------------------------
@@ -68,6 +72,9 @@ def test_contract_module_spells_the_names_of_the_design() -> None:
     assert [contract.QUERY_STATUS] == QUERIES
     assert [activity.name for activity in contract.ACTIVITIES] == ACTIVITIES
     assert contract.search_attribute_types() == SEARCH_ATTRIBUTES
+    assert contract.CARD_EXPIRY_WORKFLOW_TYPE == CARD_EXPIRY_WORKFLOW_TYPE
+    assert contract.card_expiry_workflow_id("sub_123") == "card-expiry-sub_123"
+    assert [signal.value for signal in contract.CardExpirySignal] == CARD_EXPIRY_SIGNALS
 
 
 def test_the_workflow_and_the_activities_register_under_the_contracts_names() -> None:
@@ -81,6 +88,13 @@ def test_the_workflow_and_the_activities_register_under_the_contracts_names() ->
     assert sorted(definition.signals) == sorted(SIGNALS)
     assert sorted(definition.updates) == UPDATES
     assert sorted(definition.queries) == QUERIES
+
+    from workflows.card_expiry_workflow import CardExpiryWorkflow
+
+    reminders = temporalio.workflow._Definition.must_from_class(CardExpiryWorkflow)
+    assert reminders.name == CARD_EXPIRY_WORKFLOW_TYPE
+    assert sorted(reminders.signals) == sorted(CARD_EXPIRY_SIGNALS)
+    assert sorted(reminders.queries) == QUERIES
 
     payments, outbox = SandboxPayments(), SandboxOutbox()
     registered = case_activities(
@@ -97,8 +111,8 @@ SERVICE = ["dunning", "workflows", "activities", "runtime", "starter", "worker.p
 CONTRACT_MODULE = "dunning/contract.py"
 
 # Names unlikely to mean anything else: any string constant equal to one is a second spelling.
-DISTINCTIVE = {WORKFLOW_TYPE, WORKFLOW_ID_PREFIX, *SEARCH_ATTRIBUTES} | {
-    name for name in SIGNALS + UPDATES + ACTIVITIES if "_" in name
+DISTINCTIVE = {WORKFLOW_TYPE, WORKFLOW_ID_PREFIX, CARD_EXPIRY_WORKFLOW_TYPE, CARD_EXPIRY_ID_PREFIX, *SEARCH_ATTRIBUTES} | {
+    name for name in SIGNALS + CARD_EXPIRY_SIGNALS + UPDATES + ACTIVITIES if "_" in name
 }
 # Everyday words ("status", "pause", "dunning"): only where Temporal reads them as a name.
 EVERYDAY = {TASK_QUEUE, *SIGNALS, *UPDATES, *QUERIES} - DISTINCTIVE

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from dunning.card_expiry import CardExpiryStatus, RenewalCard
 from dunning.models import (
     AccessState,
+    CustomerProfile,
     CancelReason,
     CaseStatus,
     CustomerFeedback,
@@ -31,7 +33,7 @@ from dunning.models import (
 )
 from runtime.links import LinkSigner
 from starter.api.page_texts import TEXTS
-from starter.api.routes.customer_page import case_view, message_view, render_page
+from starter.api.routes.customer_page import case_view, message_view, reminder_view, render_page
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots" / "page"
 UPDATE = os.environ.get("UPDATE_SNAPSHOTS") == "1"
@@ -113,7 +115,32 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
 MESSAGES = ["not_found", "expired", "closed", "busy", "too_many"]
 
 
+def reminder(lang: str, **changes: Any) -> CardExpiryStatus:
+    """A pre-dunning reminder: the Visa ending 4242 expires in March, the renewal is on April 2."""
+    base: dict[str, Any] = dict(
+        reminder_id="card-expiry-sub_1@20260302T080000Z",
+        subscription_id="sub_1",
+        customer_id="cus_1",
+        policy="high_value",
+        opened_at=OPENED,
+        renewal_at=OPENED + timedelta(days=31),
+        card=RenewalCard(payment_method_id="pm_1", brand="visa", last4="4242", exp_month=3, exp_year=2026),
+        customer=CustomerProfile(customer_id="cus_1", locale=LOCALES[lang]),
+    )
+    base.update(changes)
+    return CardExpiryStatus(**base)
+
+
+REMINDERS: dict[str, dict[str, Any]] = {
+    "card-expiring": {},
+    "card-expiring-done": {"ended": "card_auto_updated", "closed_at": CLOSED},
+}
+
+
 def rendered(lang: str, state: str) -> str:
+    if state in REMINDERS:
+        values = reminder_view(reminder(lang, **REMINDERS[state]), token=TOKEN, company=COMPANY, support_email=SUPPORT)
+        return render_page("case.html", **values)
     if state in CASES:
         changes, notice = CASES[state]
         values = case_view(
@@ -124,7 +151,7 @@ def rendered(lang: str, state: str) -> str:
     return render_page("message.html", **message_view(state, lang, COMPANY, SUPPORT))
 
 
-EXAMPLES = [(lang, state) for lang in TEXTS for state in [*CASES, *MESSAGES]]
+EXAMPLES = [(lang, state) for lang in TEXTS for state in [*CASES, *REMINDERS, *MESSAGES]]
 
 
 @pytest.mark.parametrize(("lang", "state"), EXAMPLES, ids=[f"{lang}-{state}" for lang, state in EXAMPLES])

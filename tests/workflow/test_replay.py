@@ -15,6 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
@@ -27,6 +28,6 @@ def test_histories_are_committed():
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
     history = WorkflowHistory.from_json(f"dunning-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[DunningWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DunningWorkflow, CardExpiryWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

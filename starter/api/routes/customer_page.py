@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_skeleton
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.messages import format_money, language_for
 from dunning import contract
+from dunning.card_expiry import CardExpiryStatus
 from dunning.models import CancelReason, CaseStatus, CustomerFeedback, DeclineCategory, ExtendGrace, Stage, SubscriptionCanceled
 from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord, LinkSigner
 from runtime.database import DatabaseUnavailable
@@ -153,6 +154,30 @@ class FoundCase:
     current: bool
 
 
+@dataclass(frozen=True)
+class FoundReminder:
+    """A pre-dunning reminder's link (`card-expiry-…`): the card expires before the renewal."""
+
+    record: LinkRecord
+    status: CardExpiryStatus
+
+
+def is_reminder(record: LinkRecord) -> bool:
+    return record.workflow_id.startswith(contract.CARD_EXPIRY_ID_PREFIX)
+
+
+async def find_reminder(client: Client, record: LinkRecord) -> CardExpiryStatus | None:
+    """The reminder a link belongs to, from the run that sent it (its final state once ended)."""
+    handle = client.get_workflow_handle(record.workflow_id, run_id=record.run_id or None)
+    try:
+        status: CardExpiryStatus = await handle.query(contract.QUERY_STATUS, result_type=CardExpiryStatus)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return status if status.reminder_id == record.case_id else None
+
+
 async def _query(handle: WorkflowHandle[Any, Any]) -> CaseStatus | None:
     try:
         return await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
@@ -177,7 +202,7 @@ async def find_case(client: Client, record: LinkRecord) -> FoundCase:
 
 async def _lookup(
     request: Request, token: str, links: CaseLinks, client: Client, settings: Any
-) -> FoundCase | HTMLResponse:
+) -> FoundCase | FoundReminder | HTMLResponse:
     if len(token) != TOKEN_LENGTH or not _allowed(request, token):
         if len(token) == TOKEN_LENGTH:
             return _message(request, settings, "too_many", 429)
@@ -186,6 +211,9 @@ async def _lookup(
         record = await links.find(token)
         if record is None:
             return _message(request, settings, "not_found", 404)
+        if is_reminder(record):
+            reminder = await find_reminder(client, record)
+            return _reminder_or_message(request, settings, record, reminder)
         found = await find_case(client, record)
     except DatabaseUnavailable:
         return _message(request, settings, "busy", 503)
@@ -201,6 +229,44 @@ async def _lookup(
     if status.closed_at and now > status.closed_at + LINK_VALID_AFTER_CLOSE:
         return _message(request, settings, "expired", 410, _language(status.customer_locale))
     return found
+
+
+def _reminder_or_message(
+    request: Request, settings: Any, record: LinkRecord, reminder: CardExpiryStatus | None
+) -> FoundReminder | HTMLResponse:
+    now = datetime.now(UTC)
+    if reminder is None:
+        expired = now > record.last_issued_at + LINK_VALID_AFTER_CLOSE
+        return _message(request, settings, "expired" if expired else "closed", 410 if expired else 200)
+    locale = reminder.customer.locale if reminder.customer else None
+    if reminder.closed_at and now > reminder.closed_at + LINK_VALID_AFTER_CLOSE:
+        return _message(request, settings, "expired", 410, _language(locale))
+    return FoundReminder(record, reminder)
+
+
+def reminder_view(
+    status: CardExpiryStatus, *, token: str, company: str | None, support_email: str | None
+) -> dict[str, Any]:
+    """What the page shows for a pre-dunning reminder (pure, like `case_view`)."""
+    locale = status.customer.locale if status.customer else None
+    lang = _language(locale)
+    t = TEXTS[lang]
+    babel = _babel_locale(locale, lang)
+    values: dict[str, Any] = {"lang": lang, "t": t, "company": company, "support_email": support_email, "base": f"/c/{token}"}
+    if status.ended is not None or status.card is None:
+        values.update(state="reminder_done", headline=t["expiring_done_headline"], text=t["expiring_done_text"])
+        return values
+    card = status.card
+    month = format_skeleton("yMMMM", datetime(card.exp_year, card.exp_month, 1), locale=babel)
+    renewal = format_date(status.renewal_at.date(), format="long", locale=babel) if status.renewal_at else ""
+    values.update(
+        state="expiring",
+        headline=t["expiring_headline"],
+        text=t["expiring_text"].format(last4=card.last4 or "····", month=month, renewal_date=renewal),
+        update_href=f"/c/{token}/update",
+        update_label=t["action_update"],
+    )
+    return values
 
 
 def _view(found: FoundCase, token: str, links: CaseLinks, settings: Any, notice_key: str | None) -> dict[str, Any]:
@@ -343,6 +409,9 @@ async def customer_page(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    if isinstance(found, FoundReminder):
+        company, support = settings.dunning_company_name, settings.dunning_support_email
+        return _page("case.html", **reminder_view(found.status, token=token, company=company, support_email=support))
     if done == "card" and found.current:
         # Back from the billing portal: the new card's webhook is usually charging it right now;
         # wait a moment (reading only) so the customer sees "All settled" rather than the failure.
@@ -366,9 +435,20 @@ async def update_card(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    page_url = links.url(token)
+    if isinstance(found, FoundReminder):
+        reminder = found.status
+        if reminder.ended is not None:
+            return RedirectResponse(page_url, 303, headers=PAGE_HEADERS)
+        try:
+            portal = await payments.update_link(reminder.customer_id, None, page_url)
+        except Exception as exc:  # a provider outage or refusal: "try again", not a trace
+            log.warning("customer page: no update link", reminder=reminder.reminder_id, error=str(exc))
+            locale = reminder.customer.locale if reminder.customer else None
+            return _message(request, settings, "busy", 503, _language(locale))
+        return RedirectResponse(portal, 303, headers=PAGE_HEADERS)
     status = found.status
     assert status is not None
-    page_url = links.url(token)
     if status.outcome is not None and status.outcome is not Stage.CANCELED:
         return RedirectResponse(page_url, 303, headers=PAGE_HEADERS)
     invoice_id = next((i.invoice_id for i in status.outstanding_invoices), None) or next(
@@ -419,6 +499,8 @@ async def more_time(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
+        return RedirectResponse(f"/c/{token}", 303, headers=PAGE_HEADERS)
     status = found.status
     assert status is not None
     link_id = found.record.link_id
@@ -457,6 +539,8 @@ async def cancel(
     found = await _lookup(request, token, links, client, settings)
     if isinstance(found, HTMLResponse):
         return found
+    if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
+        return RedirectResponse(f"/c/{token}", 303, headers=PAGE_HEADERS)
     status = found.status
     assert status is not None
     link_id = found.record.link_id

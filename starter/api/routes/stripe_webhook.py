@@ -6,6 +6,10 @@
   `customer.updated` (default payment method changed) → `card_updated` on every open case of
   the customer (found by the `CustomerId` search attribute)
 - `customer.subscription.deleted` → `subscription_canceled` to that case
+- `invoice.upcoming`, `customer.source.expiring` → signal-with-start `renewal_upcoming` on
+  `card-expiry-{subscription}` (pre-dunning) when the card the renewal charges expires before it
+  and the subscription's policy has `[[pre_dunning]]` (starter/api/pre_dunning.py reads Stripe)
+- the card events above also reach the customer's running pre-dunning reminders, which end
 - anything else → 2xx, ignored
 
 The answer is 2xx only once Temporal holds the signal, 503 when it could not be reached
@@ -30,6 +34,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from dunning import contract
+from dunning.card_expiry import RenewalCard
 from dunning.contract import Signal
 from dunning.models import (
     CardUpdated,
@@ -39,8 +44,11 @@ from dunning.models import (
 )
 from dunning.policy import Policy, choose_policy
 from starter import cases
+from starter.api import pre_dunning
 from starter.api.deps import (
     TEMPORAL_UNAVAILABLE,
+    CardReaders,
+    CardReadersDep,
     FailureLookup,
     FailureLookupDep,
     PoliciesDep,
@@ -54,10 +62,12 @@ from starter.api.deps import (
 from starter.api.stripe_events import (
     CardOfCustomer,
     DeletedSubscription,
+    ExpiringSource,
     FailedInvoice,
     InvoiceOfSubscription,
     PaymentError,
     StripeEvent,
+    UpcomingInvoice,
     UpdatedCustomer,
     why,
 )
@@ -115,7 +125,7 @@ class Ignore:
     reason: str
 
 
-Action = StartCase | SignalCase | SignalCustomerCases | Ignore
+Action = StartCase | SignalCase | SignalCustomerCases | pre_dunning.RenewalAhead | pre_dunning.SourceExpiring | Ignore
 
 
 def _parse(model: type[Shape], obj: dict[str, Any], what: str) -> Shape | Ignore:
@@ -220,6 +230,32 @@ def plan(event: StripeEvent | dict[str, Any]) -> Action:
             CardUpdated(payment_method_id=payment_method, event_id=event_id, source=event_type),
         )
 
+    if event_type == "invoice.upcoming":
+        upcoming = _parse(UpcomingInvoice, obj, "invoice")
+        if isinstance(upcoming, Ignore):
+            return upcoming
+        subscription_id, renewal_at = upcoming.subscription_id(), upcoming.renewal_at()
+        if subscription_id is None:
+            return Ignore("invoice is not for a subscription")
+        if renewal_at is None:
+            return Ignore("the upcoming invoice says no renewal date")
+        return pre_dunning.RenewalAhead(
+            subscription_id, upcoming.customer, renewal_at, upcoming.requested_policy(), event_id, event_type
+        )
+
+    if event_type == "customer.source.expiring":
+        source = _parse(ExpiringSource, obj, "card")
+        if isinstance(source, Ignore):
+            return source
+        expiring = RenewalCard(
+            payment_method_id=source.id,
+            brand=source.brand,
+            last4=source.last4,
+            exp_month=source.exp_month,
+            exp_year=source.exp_year,
+        )
+        return pre_dunning.SourceExpiring(source.customer, expiring, event_id, event_type)
+
     if event_type in CARD_EVENTS:
         card = _parse(CardOfCustomer, obj, "payment method")
         if isinstance(card, Ignore):
@@ -273,6 +309,7 @@ class Delivery:
     policies: dict[str, Policy]
     timings: Timings
     failure_lookup: FailureLookup | None
+    card_readers: CardReaders = field(default_factory=CardReaders)
 
 
 async def _start_case(action: StartCase, to: Delivery) -> Outcome:
@@ -389,7 +426,8 @@ async def _signal_case(action: SignalCase, to: Delivery) -> Outcome:
 
 async def _signal_customer_cases(action: SignalCustomerCases, to: Delivery) -> Outcome:
     client, timeout = to.client, to.timings.rpc_timeout
-    query = contract.open_cases_of_customer(action.customer_id)
+    # A card update also ends the customer's pre-dunning reminders (CardExpiryWorkflow).
+    query = contract.card_update_targets(action.customer_id)
     ids = [execution.id async for execution in client.list_workflows(query, rpc_timeout=timeout)]
     # Visibility lags behind a start by up to a second or so: a card added right after the failure
     # (the customer fixing it on the spot) would miss the case just opened. Look again, briefly.
@@ -416,7 +454,21 @@ async def _signal_customer_cases(action: SignalCustomerCases, to: Delivery) -> O
     return Outcome("signaled", f"{action.signal} → {len(delivered)} case(s)", delivered)
 
 
-async def _deliver(action: StartCase | SignalCase | SignalCustomerCases, to: Delivery) -> Outcome:
+async def _pre_dunning(action: pre_dunning.RenewalAhead | pre_dunning.SourceExpiring, to: Delivery) -> Outcome:
+    async def client() -> Client:
+        return to.client
+
+    door = pre_dunning.Door(client, to.task_queue, to.policies, to.card_readers, to.timings.rpc_timeout)
+    result = await door.deliver(action)
+    return Outcome(result.action, result.detail, result.cases)
+
+
+async def _deliver(
+    action: StartCase | SignalCase | SignalCustomerCases | pre_dunning.RenewalAhead | pre_dunning.SourceExpiring,
+    to: Delivery,
+) -> Outcome:
+    if isinstance(action, (pre_dunning.RenewalAhead, pre_dunning.SourceExpiring)):
+        return await _pre_dunning(action, to)
     if isinstance(action, StartCase):
         return await _start_case(action, to)
     if isinstance(action, SignalCase):
@@ -439,6 +491,7 @@ async def stripe_webhook(
     gateway: TemporalGatewayDep,
     timings: TimingsDep,
     failure_lookup: FailureLookupDep,
+    card_readers: CardReadersDep,
 ) -> JSONResponse:
     secrets = settings.stripe_webhook_secrets()
     if not secrets:
@@ -475,7 +528,9 @@ async def stripe_webhook(
             # The SDK retries an unreachable server for up to ~10 s whatever the rpc timeout:
             # answer 503 well before Stripe gives up on us (a late success is deduped anyway).
             async with asyncio.timeout(2 * timings.rpc_timeout.total_seconds()):
-                to = Delivery(await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup)
+                to = Delivery(
+                    await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup, card_readers
+                )
                 outcome = await _deliver(action, to)
         except Exception as exc:
             if is_transient(exc):
