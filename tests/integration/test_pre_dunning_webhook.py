@@ -7,6 +7,7 @@ signal, the signals it got). What the workflow then does is tested in tests/work
 
 from __future__ import annotations
 
+import html
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,15 @@ from pytest_httpserver import HTTPServer
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from activities.stripe_backend import StripePayments
 from dunning import contract
+from dunning.card_expiry import CardExpiryStatus
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe
+from runtime import migrations
 from runtime.settings import Settings
 from starter.api.main import create_app
-from tests.helpers.workers import eventually
+from tests.helpers.workers import eventually, new_worker
 from tests.integration.test_webhooks import SECRET, never_started, post_event, signals
 
 #: A renewal in three weeks' time, at 10:00 on the first of a month: a card of the month before expires first.
@@ -174,3 +178,43 @@ async def test_while_stripe_cannot_be_read_the_event_is_refused_for_stripe_to_se
         response = await post_event(http, upcoming(ids))
     assert response.status_code == 503
     assert await never_started(dev_env.client, f"card-expiry-{ids['subscription']}")
+
+
+async def test_the_reminders_link_opens_a_page_about_the_expiring_card(dev_env, ids, stripe, tmp_path) -> None:
+    """The link in a reminder is the customer's page too: it names the card and the renewal and
+    opens the billing portal at the click; a forged link still gets the 404 page."""
+    settings = Settings(
+        stripe_webhook_secret=SECRET,
+        dunning_task_queue=ids["queue"],
+        stripe_api_key="sk_test_pre_dunning_0123",
+        stripe_api_base=stripe.base_url,
+        dunning_state_dir=tmp_path,
+        dunning_public_url="https://pay.acme.example",
+    )
+    app = create_app(settings, client_factory=lambda: dev_env.client)
+    migrations.upgrade(app.state.database)
+    payments = StripePayments.from_settings(settings)
+    async with (
+        new_worker(dev_env.client, task_queue=ids["queue"], payments=payments, links=app.state.links),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://pay.acme.example") as http,
+    ):
+        assert (await post_event(http, upcoming(ids))).status_code == 200
+        handle = dev_env.client.get_workflow_handle(f"card-expiry-{ids['subscription']}")
+
+        async def reminder_started() -> CardExpiryStatus | None:
+            status = await handle.query("status", result_type=CardExpiryStatus)
+            return status if status.customer is not None else None
+
+        status = await eventually(reminder_started, what="the reminder workflow", retry_on=(Exception,))
+        link = await app.state.links.issue(
+            case_id=status.reminder_id, workflow_id=handle.id, run_id="", customer_id=ids["customer"]
+        )
+        page = link.removeprefix("https://pay.acme.example")
+        shown = html.unescape((await http.get(page)).text)
+        assert "Your card expires before your next payment" in shown and "ending in 4444" in shown
+        response = await http.get(f"{page}/update")
+        assert response.status_code == 303 and "/p/session/" in response.headers["location"]
+        assert (await http.post(f"{page}/cancel", data={"csrf": "x"})).status_code == 303  # nothing to cancel here
+        assert (await handle.query("status", result_type=CardExpiryStatus)).ended is None
+        await handle.terminate("test done")
+    await payments.aclose()
