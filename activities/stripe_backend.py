@@ -548,7 +548,20 @@ class StripePayments:
             email=customer.get("email"),
             phone=customer.get("phone"),
             locale=self._locale(customer),
+            sms_opted_out=sms_opted_out_in(customer),
         )
+
+    async def set_sms_opt_out_metadata(self, customer_id: str, opted_out: bool) -> None:
+        """Mirror a STOP (or a START, which clears it) into the customer's `dunning_sms_opt_out`
+        metadata, so the SaaS app and Stripe's dashboard see it. Our database stays the record."""
+        value = "true" if opted_out else ""  # an empty string deletes the key
+        await self._call(
+            f"writing the SMS opt-out of {customer_id}",
+            lambda: self.client.v1.customers.update_async(
+                customer_id, {"metadata": {SMS_OPT_OUT_METADATA_KEY: value}}
+            ),
+        )
+        log.info("sms opt-out mirrored to stripe", customer_id=customer_id, opted_out=opted_out)
 
     async def update_link(
         self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False

@@ -529,6 +529,17 @@ class FakeStripe:
                 ]
             if "default_source" in seen.form:
                 customer["default_source"] = seen.form["default_source"]
+            for name, value in seen.form.items():
+                match = re.fullmatch(r"metadata\[(.+)\]", name)
+                if match:  # Stripe: an empty value deletes the key
+                    metadata = customer.setdefault("metadata", {})
+                    if value == "":
+                        metadata.pop(match.group(1), None)
+                    else:
+                        metadata[match.group(1)] = value
+        expanded = {v for k, v in seen.query.items() if k.startswith("expand")}
+        if "tax" not in expanded:  # like Stripe: `tax` is sent only when expanded
+            return self._json(200, {k: v for k, v in customer.items() if k != "tax"})
         return self._json(200, customer)
 
     def _subscription(self, request: Request) -> Response:
