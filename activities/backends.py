@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
 
@@ -21,6 +21,7 @@ class Contact(BaseModel):
     email: str | None = None
     phone: str | None = None
     locale: str = "en"
+    sms_opted_out: bool = Field(False, description="the provider's record of an SMS opt-out (Stripe metadata)")
 
 
 class PaymentsBackend(Protocol):
@@ -53,6 +54,10 @@ class PaymentsBackend(Protocol):
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         """The invoice's hosted page: the one place that runs 3-D Secure for an authentication decline."""
+
+    async def set_sms_opt_out_metadata(self, customer_id: str, opted_out: bool) -> None:
+        """Mirror an SMS opt-out (True) or opt-in (False) into the provider's customer record
+        (Stripe metadata `dunning_sms_opt_out`). The service's database stays the record."""
 
 
 class LinkIssuer(Protocol):

@@ -6,11 +6,13 @@ activity, so what runs in tests is exactly what runs in production.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -27,6 +29,7 @@ from activities.backends import (
 )
 from activities.messages import UnknownTemplate, render_message
 from activities.sandbox import MailboxMessage, SandboxMailbox
+from activities.stripe_backend import SMS_OPT_OUT_METADATA_KEY
 from dunning import contract
 from dunning.models import (
     PAID_ELSEWHERE,
@@ -39,6 +42,8 @@ from dunning.models import (
     NotificationResult,
 )
 from runtime.database import DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
 
 
 @contextmanager
@@ -53,6 +58,34 @@ def provider_errors() -> Iterator[None]:
         raise ApplicationError(str(exc), type="ProviderUnavailable") from exc
     except DatabaseUnavailable as exc:
         raise ApplicationError(str(exc), type="DatabaseUnavailable") from exc
+
+
+async def mirror_sms_opt_out(
+    payments: PaymentsBackend, customer_id: str, opted_out: bool, *, attempts: int = 3, pause: float = 0.5
+) -> bool:
+    """Write an opt-out (or opt-in) into the customer's Stripe metadata, retrying an outage a few
+    times. Never raises: our database already holds the change and stays the record; a failure
+    is logged as an error (and a later refused SMS of that customer writes it again)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await payments.set_sms_opt_out_metadata(customer_id, opted_out)
+            return True
+        except ProviderUnavailable as exc:
+            if attempt < attempts:
+                await asyncio.sleep(pause * attempt)
+                continue
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a mirror must never undo or hide the opt-out itself
+            reason = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "sms opt-out NOT mirrored to Stripe metadata; the database has it",
+            customer_id=customer_id,
+            opted_out=opted_out,
+            metadata_key=SMS_OPT_OUT_METADATA_KEY,
+            reason=reason,
+        )
+        return False
+    return False
 
 
 class PaymentActivities:
@@ -134,10 +167,22 @@ class NotificationActivities:
                     channel=channel, status="skipped", reason="no phone number", fallback_channel=Channel.EMAIL
                 )
             if await self.consent.sms_opted_out(request.customer_id):
+                if not contact.sms_opted_out:
+                    # A STOP whose mirror into Stripe failed (the webhook logged it): mend it now.
+                    await mirror_sms_opt_out(self.payments, request.customer_id, True, attempts=1)
                 return NotificationResult(
                     channel=channel,
                     status="skipped",
                     reason="customer opted out of SMS",
+                    fallback_channel=Channel.EMAIL,
+                )
+            if contact.sms_opted_out:
+                # Set in Stripe (by the SaaS app, support, or our mirror): read at send time, so a
+                # START that cleared it counts at once.
+                return NotificationResult(
+                    channel=channel,
+                    status="skipped",
+                    reason=f"customer opted out of SMS (Stripe metadata {SMS_OPT_OUT_METADATA_KEY})",
                     fallback_channel=Channel.EMAIL,
                 )
         elif not to:
@@ -170,6 +215,7 @@ class NotificationActivities:
             if isinstance(exc, RecipientOptedOut):
                 # Twilio knows of a STOP we missed (webhook down, number not mapped): keep it for good.
                 await self.consent.set_sms_opt_out(request.customer_id, True, source="provider:opted_out")
+                await mirror_sms_opt_out(self.payments, request.customer_id, True)
             return NotificationResult(
                 channel=channel,
                 status="failed",

@@ -23,6 +23,7 @@ from temporalio import activity
 from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+from dunning.timezones import Place, TimezoneHints, infer_timezone
 from runtime.links import LinkSigner
 
 # Stripe test payment methods and the decline each one produces.
@@ -53,9 +54,12 @@ class SandboxCustomer:
     email: str | None = None
     phone: str | None = None
     locale: str = "en"
-    timezone: str | None = None
+    timezone: str | None = None  # Stripe's `timezone` metadata
     plan_name: str | None = "Pro"
     default_payment_method_id: str | None = None
+    country: str | None = None  # the billing address, as far as time zones go
+    state: str | None = None
+    sms_opted_out: bool = False  # Stripe's `dunning_sms_opt_out` metadata
 
 
 @dataclass
@@ -166,11 +170,22 @@ class SandboxPayments:
 
     async def get_customer(self, customer_id: str) -> CustomerProfile:
         customer = self._customer(customer_id)
+        hints = TimezoneHints(
+            metadata=customer.timezone,
+            address=Place(customer.country, customer.state) if customer.country else None,
+            phone=customer.phone,
+            locale=customer.locale,
+        )
+        zone = infer_timezone(hints, _now())
         return CustomerProfile(
             customer_id=customer_id,
             name=customer.name,
             locale=customer.locale,
-            timezone=customer.timezone,
+            timezone=zone.chosen,
+            timezone_candidates=list(zone.candidates),
+            timezone_source=zone.source,
+            timezone_narrowed_by=list(zone.narrowed_by),
+            sms_opted_out=customer.sms_opted_out,
             has_email=bool(customer.email),
             has_phone=bool(customer.phone),
             plan_name=customer.plan_name,
@@ -179,7 +194,18 @@ class SandboxPayments:
 
     async def get_contact(self, customer_id: str) -> Contact:
         c = self._customer(customer_id)
-        return Contact(customer_id=customer_id, name=c.name, email=c.email, phone=c.phone, locale=c.locale)
+        return Contact(
+            customer_id=customer_id,
+            name=c.name,
+            email=c.email,
+            phone=c.phone,
+            locale=c.locale,
+            sms_opted_out=c.sms_opted_out,
+        )
+
+    async def set_sms_opt_out_metadata(self, customer_id: str, opted_out: bool) -> None:
+        self._maybe_outage()
+        self._customer(customer_id).sms_opted_out = opted_out
 
     async def update_link(
         self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False

@@ -30,6 +30,7 @@ from activities.backends import Contact, ProviderRejected, ProviderUnavailable
 from dunning.card_expiry import RenewalCard
 from dunning.declines import classify_decline
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory
+from dunning.timezones import Place, TimezoneHints, infer_timezone
 from runtime.settings import Settings, reveal
 
 log = structlog.get_logger(__name__)
@@ -74,6 +75,36 @@ def _id(value: Any) -> str | None:
 def _dict(value: Any) -> dict[str, Any]:
     """A nested object of an error body, or `{}` when it is absent or not an object."""
     return value if isinstance(value, dict) else {}
+
+
+def _place(value: Any) -> Place | None:
+    """An address (`address`, `shipping.address`, `tax.location`) as far as time zones go."""
+    if not isinstance(value, Mapping) or not value.get("country"):
+        return None
+    state = value.get("state")
+    return Place(country=str(value["country"]), state=str(state) if state else None)
+
+
+def sms_opted_out_in(customer: Mapping[str, Any]) -> bool:
+    """The customer's `dunning_sms_opt_out` metadata, as we and the SaaS app write it."""
+    metadata = customer.get("metadata") or {}
+    return str(metadata.get(SMS_OPT_OUT_METADATA_KEY, "")).strip().lower() in _TRUTHY
+
+
+def timezone_hints(customer: Mapping[str, Any]) -> TimezoneHints:
+    """Everything on a Stripe customer that says where they are, raw (`dunning.timezones` decides)."""
+    metadata = customer.get("metadata") or {}
+    shipping = customer.get("shipping") or {}
+    tax = customer.get("tax") or {}
+    locales = customer.get("preferred_locales") or []
+    return TimezoneHints(
+        metadata=str(metadata.get(TIMEZONE_METADATA_KEY) or "").strip() or None,
+        address=_place(customer.get("address")),
+        phone=customer.get("phone") or None,
+        shipping=_place(shipping.get("address") if isinstance(shipping, Mapping) else None),
+        tax_location=_place(tax.get("location") if isinstance(tax, Mapping) else None),
+        locale=str(locales[0]) if locales else None,
+    )
 
 
 def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
@@ -473,8 +504,10 @@ class StripePayments:
 
     # --- the customer ---------------------------------------------------------------
 
-    async def _customer(self, customer_id: str) -> dict[str, Any]:
-        return await self._get(f"reading customer {customer_id}", f"/v1/customers/{quote(customer_id, safe='')}")
+    async def _customer(self, customer_id: str, **params: Any) -> dict[str, Any]:
+        return await self._get(
+            f"reading customer {customer_id}", f"/v1/customers/{quote(customer_id, safe='')}", **params
+        )
 
     @staticmethod
     def _locale(customer: dict[str, Any]) -> str:
@@ -482,20 +515,25 @@ class StripePayments:
         return str(locales[0]).replace("-", "_") if locales else "en"
 
     async def get_customer(self, customer_id: str) -> CustomerProfile:
-        customer = await self._customer(customer_id)
+        # `tax` (Stripe Tax's location of the customer) is only sent when asked for.
+        customer = await self._customer(customer_id, expand=["tax"])
         if customer.get("deleted"):
             return CustomerProfile(customer_id=customer_id, has_email=False, has_phone=False)
-        metadata = customer.get("metadata") or {}
         invoice_settings = customer.get("invoice_settings") or {}
-        opt_out = str(metadata.get(SMS_OPT_OUT_METADATA_KEY, "")).strip().lower() in _TRUTHY
+        zone = infer_timezone(timezone_hints(customer), datetime.now(UTC))
+        if zone.ignored:
+            log.info("time zone hints ignored", customer_id=customer_id, ignored=list(zone.ignored))
         return CustomerProfile(
             customer_id=customer_id,
             name=customer.get("name"),
             locale=self._locale(customer),
-            timezone=metadata.get(TIMEZONE_METADATA_KEY) or None,
+            timezone=zone.chosen,
+            timezone_candidates=list(zone.candidates),
+            timezone_source=zone.source,
+            timezone_narrowed_by=list(zone.narrowed_by),
             has_email=bool(customer.get("email")),
             has_phone=bool(customer.get("phone")),
-            sms_opted_out=opt_out,
+            sms_opted_out=sms_opted_out_in(customer),
             default_payment_method_id=_id(invoice_settings.get("default_payment_method"))
             or _id(customer.get("default_source")),
         )
@@ -510,7 +548,20 @@ class StripePayments:
             email=customer.get("email"),
             phone=customer.get("phone"),
             locale=self._locale(customer),
+            sms_opted_out=sms_opted_out_in(customer),
         )
+
+    async def set_sms_opt_out_metadata(self, customer_id: str, opted_out: bool) -> None:
+        """Mirror a STOP (or a START, which clears it) into the customer's `dunning_sms_opt_out`
+        metadata, so the SaaS app and Stripe's dashboard see it. Our database stays the record."""
+        value = "true" if opted_out else ""  # an empty string deletes the key
+        await self._call(
+            f"writing the SMS opt-out of {customer_id}",
+            lambda: self.client.v1.customers.update_async(
+                customer_id, {"metadata": {SMS_OPT_OUT_METADATA_KEY: value}}
+            ),
+        )
+        log.info("sms opt-out mirrored to stripe", customer_id=customer_id, opted_out=opted_out)
 
     async def update_link(
         self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False

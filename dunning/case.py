@@ -174,6 +174,15 @@ class Case:
     def timezone(self) -> str | None:
         return self.state.customer.timezone if self.state.customer else None
 
+    def sms_zones(self) -> list[str]:
+        """The zones whose night holds an SMS back: every candidate while several remain, else the
+        case's zone (none: UTC). A profile fetched before zones were inferred has no candidates."""
+        customer = self.state.customer
+        if customer and len(customer.timezone_candidates) > 1:
+            return list(customer.timezone_candidates)
+        zone = self.timezone()
+        return [zone] if zone else []
+
     def stage(self) -> Stage:
         s = self.state
         if s.outcome:
@@ -405,15 +414,36 @@ class Case:
 
     def hold_sms_if_quiet(self, step: NotifyStep, step_id: str, now: datetime) -> bool:
         """True when the customer's night holds this step's SMS back (sent later, never dropped)."""
-        send_at = schedule.next_sms_time(now, self.timezone(), self.policy.quiet_hours)
-        if send_at <= now:
-            return False
+        zones = self.sms_zones()
+        send_at = schedule.next_sms_time_everywhere(now, zones, self.policy.quiet_hours)
+        if send_at is None or send_at <= now:
+            return False  # None: no shared daytime at all; `sms_refusal` sends email instead
         channels = [Channel(c) for c in step.channels]
         self.state.pending_sms.append(
             PendingSms(due_at=send_at, template=step.template, step=step_id, step_channels=channels)
         )
-        self.log(now, "sms_deferred", f"'{step.template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC (quiet hours)")
+        where = f"quiet hours in one of {len(zones)} possible time zones" if len(zones) > 1 else "quiet hours"
+        self.log(now, "sms_deferred", f"'{step.template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC ({where})")
         return True
+
+    def sms_refusal(self, delivery: Delivery, now: datetime) -> str | None:
+        """Why this SMS can't go at any hour (email goes instead), or None. While several zones
+        remain possible an SMS goes only in hours that are daytime in all of them; when their days
+        never overlap there are none."""
+        if delivery.channel is not Channel.SMS:
+            return None
+        zones = self.sms_zones()
+        if len(zones) > 1 and schedule.next_sms_time_everywhere(now, zones, self.policy.quiet_hours) is None:
+            return (
+                f"no hour is daytime in all {len(zones)} time zones the customer may be in"
+                f" ({zones[0]} … {zones[-1]}): email instead"
+            )
+        return None
+
+    def refuse_sms(self, delivery: Delivery, reason: str, now: datetime) -> Delivery | None:
+        """Note the refused SMS in the timeline; the email that goes instead, unless the step had one."""
+        refused = NotificationResult(channel=Channel.SMS, status="skipped", reason=reason, fallback_channel=Channel.EMAIL)
+        return self.record_notification(delivery, refused, now)
 
     def step_deliveries(self, step: NotifyStep, step_id: str, settled: bool = False) -> list[Delivery]:
         channels = tuple(Channel(c) for c in step.channels)
@@ -764,6 +794,8 @@ class Case:
             next_retry_at=retry[1] if (retry := self.next_retry()) and not s.outcome else None,
             customer_locale=s.customer.locale if s.customer else None,
             customer_timezone=self.timezone(),
+            customer_timezone_source=s.customer.timezone_source if s.customer else None,
+            customer_timezone_candidates=list(s.customer.timezone_candidates) if s.customer else [],
             plan_name=s.customer.plan_name if s.customer else None,
             self_service_grace=self.policy.self_service_grace,
             self_service_grace_left=self.self_service_grace_left(),
@@ -808,7 +840,23 @@ class Case:
         if s.canceled_by_customer:
             said = f"{s.feedback.reason.value}: {s.feedback.comment or '(no comment)'}" if s.feedback else "no reason given"
             lines.append(f"The customer canceled on their page ({said})")
+        lines.append(self.timezone_line())
         return "\n\n".join(lines)
+
+    def timezone_line(self) -> str:
+        """Which zone the case uses and why, as the UI's details say it."""
+        customer = self.state.customer
+        zone = self.timezone()
+        if customer is None or zone is None:
+            return "Time zone: unknown (quiet hours in UTC, retries at their offsets)"
+        why = f"from {customer.timezone_source}" if customer.timezone_source else "from Stripe"
+        if customer.timezone_narrowed_by:
+            why += f", narrowed by {', '.join(customer.timezone_narrowed_by)}"
+        line = f"Time zone: {zone} ({why})"
+        others = len(customer.timezone_candidates)
+        if others > 1:
+            line += f"; {others} possible, SMS only when it is daytime in all"
+        return line
 
 
 def _days_text(length: timedelta) -> str:

@@ -202,7 +202,14 @@ class CustomerProfile(_Model):
     customer_id: str
     name: str | None = None
     locale: str = "en"
-    timezone: str | None = None
+    timezone: str | None = Field(None, description="the zone the case uses (the middle candidate when several remain)")
+    timezone_candidates: list[str] = Field(
+        [], description="every zone the customer may be in; an SMS goes only when it is daytime in all of them"
+    )
+    timezone_source: str | None = Field(
+        None, description="what located them: metadata, address, phone, shipping, tax_location or locale"
+    )
+    timezone_narrowed_by: list[str] = Field([], description="later hints that agreed and narrowed the candidates")
     has_email: bool = True
     has_phone: bool = False
     sms_opted_out: bool = False
@@ -381,6 +388,8 @@ class CaseStatus(_Model):
     next_retry_at: datetime | None = None
     customer_locale: str | None = None
     customer_timezone: str | None = None
+    customer_timezone_source: str | None = Field(None, description="where the zone came from (None: not known)")
+    customer_timezone_candidates: list[str] = Field([], description="the zones the customer may be in")
     plan_name: str | None = None
     self_service_grace: timedelta | None = Field(None, description="what 'I need more time' gives")
     self_service_grace_left: int = Field(0, description="how often the customer may still take more time")

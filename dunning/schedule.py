@@ -6,6 +6,7 @@ or None when unknown) only decides local mornings and local nights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -97,6 +98,34 @@ def next_sms_time(at: datetime, tz: str | None, quiet: tuple[time, time] | None)
     while in_quiet_hours(result, tz, quiet):
         result += timedelta(minutes=15)
     return result
+
+
+def quiet_anywhere(at: datetime, zones: Sequence[str], quiet: tuple[time, time] | None) -> bool:
+    """Night in at least one of the zones the customer may be in (UTC when none is known)."""
+    if not zones:
+        return in_quiet_hours(at, None, quiet)
+    return any(in_quiet_hours(at, zone, quiet) for zone in zones)
+
+
+def next_sms_time_everywhere(at: datetime, zones: Sequence[str], quiet: tuple[time, time] | None) -> datetime | None:
+    """The first moment at or after `at` that is daytime (outside `quiet`) in every one of `zones`;
+    None when their days never overlap (then no SMS can go: email instead).
+
+    With one zone or none this is `next_sms_time` itself, so a case that knows one zone (or none)
+    is held exactly as before. With several, the shared daytime begins where the last of them
+    wakes up: at `at` itself or at one zone's end of night, so those are the only moments to try.
+    """
+    if len(zones) <= 1:
+        return next_sms_time(at, zones[0] if zones else None, quiet)
+    if not quiet_anywhere(at, zones, quiet):
+        return at
+    assert quiet is not None
+    wake_ups = sorted(
+        datetime.combine(at.astimezone(ZoneInfo(zone)).date() + timedelta(days=day), quiet[1], tzinfo=ZoneInfo(zone)).astimezone(UTC)
+        for zone in zones
+        for day in range(3)
+    )
+    return next((t for t in wake_ups if t > at and not quiet_anywhere(t, zones, quiet)), None)
 
 
 def message_time(due: datetime, last_message_at: datetime | None, gap: timedelta) -> datetime:

@@ -368,6 +368,8 @@ class FakeStripe:
     _replays: dict[str, tuple[int, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_retrieve_invoice: list[Reply] = field(default_factory=list)
+    #: Scripted answers to `POST /v1/customers/{id}` (outages), before the update applies.
+    on_update_customer: list[Reply] = field(default_factory=list)
     #: `invoice_payment`s served when a request expands the invoice's `payments`.
     invoice_payments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -522,6 +524,9 @@ class FakeStripe:
         if customer_id not in self.customers:
             return self._missing("customer", customer_id)
         customer = self.customers[customer_id]
+        if request.method == "POST" and self.on_update_customer:
+            reply = self.on_update_customer.pop(0)
+            return self._json(reply.status, reply.body)
         if request.method == "POST":
             if "invoice_settings[default_payment_method]" in seen.form:
                 customer.setdefault("invoice_settings", {})["default_payment_method"] = seen.form[
@@ -529,6 +534,17 @@ class FakeStripe:
                 ]
             if "default_source" in seen.form:
                 customer["default_source"] = seen.form["default_source"]
+            for name, value in seen.form.items():
+                match = re.fullmatch(r"metadata\[(.+)\]", name)
+                if match:  # Stripe: an empty value deletes the key
+                    metadata = customer.setdefault("metadata", {})
+                    if value == "":
+                        metadata.pop(match.group(1), None)
+                    else:
+                        metadata[match.group(1)] = value
+        expanded = {v for k, v in seen.query.items() if k.startswith("expand")}
+        if "tax" not in expanded:  # like Stripe: `tax` is sent only when expanded
+            return self._json(200, {k: v for k, v in customer.items() if k != "tax"})
         return self._json(200, customer)
 
     def _subscription(self, request: Request) -> Response:

@@ -85,6 +85,8 @@ ONE_CUSTOMER_PER_CASE = "one-customer-per-case"
 FAILURE_TIME_WITHIN_BOUNDS = "failure-time-within-bounds"
 #: A customer who cancels on their page: the case cancels the subscription in Stripe, then closes.
 CUSTOMER_CANCELS_ON_PAGE = "customer-cancels-on-page"
+#: While several time zones remain possible and no hour is daytime in all of them, email instead of SMS.
+SMS_ONLY_IN_SHARED_DAYTIME = "sms-only-in-shared-daytime"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -215,7 +217,11 @@ class DunningWorkflow:
     async def _send_step(self, action: SendStep) -> None:
         now = workflow.now()
         for delivery in self.case.step_deliveries(action.step, action.step_id):
-            if delivery.channel is Channel.SMS and self.case.hold_sms_if_quiet(action.step, action.step_id, now):
+            if (
+                delivery.channel is Channel.SMS
+                and self._sms_refusal(delivery) is None
+                and self.case.hold_sms_if_quiet(action.step, action.step_id, now)
+            ):
                 continue
             await self._deliver(delivery)
         self.case.message_sent(now)
@@ -232,6 +238,12 @@ class DunningWorkflow:
         if case.paid_before_delivery(delivery) and workflow.patched(NO_LADDER_MESSAGE_ONCE_PAID):
             # invoice.paid between the e-mail and the SMS: no invoice left for the activity to re-check.
             case.skip_paid(delivery, workflow.now())
+            return
+        refusal = self._sms_refusal(delivery)
+        if refusal:
+            fallback = case.refuse_sms(delivery, refusal, workflow.now())
+            if fallback:
+                await self._deliver(fallback)
             return
         request = case.notification_request(delivery, workflow.now())
         result: NotificationResult
@@ -251,6 +263,12 @@ class DunningWorkflow:
         fallback = case.record_notification(delivery, result, workflow.now())
         if fallback:
             await self._deliver(fallback)
+
+    def _sms_refusal(self, delivery: Delivery) -> str | None:
+        """Why this SMS goes by email instead (no hour is daytime in every zone the customer may be
+        in), or None. Only profiles fetched since zones are inferred have several zones."""
+        refusal = self.case.sms_refusal(delivery, workflow.now())
+        return refusal if refusal and workflow.patched(SMS_ONLY_IN_SHARED_DAYTIME) else None
 
     # --- access and closing -----------------------------------------------------------
 

@@ -323,8 +323,16 @@ def get_payments(request: Request) -> PaymentsBackend:
     return payments
 
 
+def get_payments_if_any(request: Request) -> PaymentsBackend | None:
+    """The payments backend, or None on an app built without one (a router mounted alone)."""
+    payments: PaymentsBackend | None = getattr(request.app.state, "payments", None)
+    return payments
+
+
 CaseLinksDep = Annotated[CaseLinks, Depends(get_case_links)]
 PaymentsDep = Annotated[PaymentsBackend, Depends(get_payments)]
+#: Where the Twilio webhook mirrors STOP and START (Stripe metadata); None where the app has none.
+OptionalPaymentsDep = Annotated[PaymentsBackend | None, Depends(get_payments_if_any)]
 
 
 # --- the database and the consent store ----------------------------------------------------------

@@ -228,3 +228,33 @@ async def test_consent_unreadable_while_the_database_is_down_is_retried(httpserv
         await run(notify, request(Channel.SMS))
     assert raised.value.type == "DatabaseUnavailable" and not raised.value.non_retryable
     assert not httpserver.log  # nothing was sent
+
+
+async def test_stripe_metadata_opt_out_means_email_instead(httpserver, notify, payments) -> None:
+    payments.customers["cus_de"].sms_opted_out = True  # dunning_sms_opt_out in Stripe
+    result = await run(notify, request(Channel.SMS))
+    assert (result.status, result.fallback_channel) == ("skipped", Channel.EMAIL)
+    assert "dunning_sms_opt_out" in (result.reason or "")
+    assert httpserver.log == []
+    payments.customers["cus_de"].sms_opted_out = False  # START cleared it: read at send time
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json({"sid": "SM1", "status": "queued"}, status=201)
+    assert (await run(notify, request(Channel.SMS))).status == "sent"
+
+
+async def test_twilio_opt_out_is_mirrored_into_stripe(httpserver, notify, payments) -> None:
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json(
+        {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}, status=400
+    )
+    await run(notify, request(Channel.SMS))
+    assert payments.customers["cus_de"].sms_opted_out
+
+
+async def test_a_stop_that_never_reached_stripe_is_mended_at_the_next_sms(httpserver, notify, consent, payments) -> None:
+    await consent.set_sms_opt_out("cus_de", True, source="sms:STOP")  # the webhook's mirror had failed
+    payments.outage_calls_left = 1
+    await run(notify, request(Channel.SMS))  # the mirror fails again: logged, the SMS still refused
+    assert not payments.customers["cus_de"].sms_opted_out
+    result = await run(notify, request(Channel.SMS))
+    assert (result.status, result.fallback_channel) == ("skipped", Channel.EMAIL)
+    assert payments.customers["cus_de"].sms_opted_out
+    assert httpserver.log == []

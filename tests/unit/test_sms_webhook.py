@@ -254,3 +254,68 @@ def test_the_help_reply_is_one_gsm7_segment(language: str, company: str | None, 
     assert sms_length(text)[0] == "gsm7" and sms_segments(text) == 1, (len(text), text)
     assert text.endswith("Reply STOP to opt out." if language == "en" else "Abmelden: STOP")
     assert "None" not in text
+
+
+# --- STOP and START mirrored into Stripe's metadata (real SDK, loopback Stripe) ---------------
+
+
+@pytest.fixture
+def stripe_fake(httpserver):
+    from fakes import stripe_api as sf
+    from fakes.stripe_api import FakeStripe
+
+    fake = FakeStripe(httpserver)
+    fake.add(sf.customer("cus_1", metadata={"crm_id": "42"}), sf.customer("cus_2"))
+    return fake
+
+
+@pytest.fixture
+async def stripe_app(app: FastAPI, stripe_fake):
+    from activities.stripe_backend import StripePayments
+
+    payments = StripePayments("sk_test_webhook_mirror_0123456789", api_base=stripe_fake.base_url, timeout=2)
+    app.state.payments = payments
+    yield app
+    await payments.aclose()
+
+
+async def test_stop_and_start_are_mirrored_into_stripe_metadata(stripe_app, stripe_fake, store) -> None:
+    for customer_id in ("cus_1", "cus_2"):
+        await store.remember_sms_recipient(customer_id, PHONE)
+    assert (await post(stripe_app, inbound("STOP"))).status_code == 200
+    assert stripe_fake.customers["cus_1"]["metadata"] == {"crm_id": "42", "dunning_sms_opt_out": "true"}
+    assert stripe_fake.customers["cus_2"]["metadata"] == {"dunning_sms_opt_out": "true"}
+
+    assert (await post(stripe_app, inbound("START"))).status_code == 200
+    assert stripe_fake.customers["cus_1"]["metadata"] == {"crm_id": "42"}
+    assert not await store.sms_opted_out("cus_1")
+
+
+async def test_a_stripe_outage_never_loses_the_stop(stripe_app, stripe_fake, store, capsys) -> None:
+    from fakes import stripe_api as sf
+    from fakes.stripe_api import Reply
+
+    await store.remember_sms_recipient("cus_1", PHONE)
+    stripe_fake.on_update_customer = [Reply(503, sf.api_error(503)) for _ in range(3)]
+    response = await post(stripe_app, inbound("STOP"))
+    assert response.status_code == 200  # Twilio is answered; the database has the STOP
+    assert await store.sms_opted_out("cus_1")
+    assert "dunning_sms_opt_out" not in stripe_fake.customers["cus_1"]["metadata"]
+    assert len(stripe_fake.seen("POST", "/v1/customers/cus_1")) == 3  # retried, then…
+    assert "NOT mirrored to Stripe" in capsys.readouterr().out  # …said loudly
+
+
+async def test_one_failed_write_is_retried(stripe_app, stripe_fake, store) -> None:
+    from fakes import stripe_api as sf
+    from fakes.stripe_api import Reply
+
+    await store.remember_sms_recipient("cus_1", PHONE)
+    stripe_fake.on_update_customer = [Reply(500, sf.api_error(500))]
+    assert (await post(stripe_app, inbound("STOP"))).status_code == 200
+    assert stripe_fake.customers["cus_1"]["metadata"]["dunning_sms_opt_out"] == "true"
+
+
+async def test_an_app_without_payments_still_records_the_stop(app: FastAPI, store) -> None:
+    await store.remember_sms_recipient("cus_1", PHONE)
+    assert (await post(app, inbound("STOP"))).status_code == 200
+    assert await store.sms_opted_out("cus_1")

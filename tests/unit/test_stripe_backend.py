@@ -254,6 +254,9 @@ async def test_get_customer_reads_profile_without_contact_details(fake: FakeStri
         "name": "Ada Lovelace",
         "locale": "fr_FR",
         "timezone": "Europe/Paris",
+        "timezone_candidates": ["Europe/Paris"],
+        "timezone_source": "metadata",
+        "timezone_narrowed_by": [],
         "has_email": True,
         "has_phone": True,
         "sms_opted_out": True,
@@ -378,3 +381,45 @@ async def test_failure_details_come_from_the_latest_failed_payment(fake: FakeStr
 
 async def test_failure_details_none_without_a_failed_payment(fake: FakeStripe, backend: StripePayments):
     assert await backend.failure_details("in_test_1") is None
+
+
+async def test_get_customer_infers_the_zone_from_the_address_and_asks_for_the_tax_location(
+    fake: FakeStripe, backend: StripePayments
+):
+    cus = sf.customer("cus_ca", phone="+12125550100")
+    cus["address"].update(country="US", state="CA")
+    fake.add(cus)
+    profile = await backend.get_customer("cus_ca")
+    assert (profile.timezone, profile.timezone_candidates, profile.timezone_source) == (
+        "America/Los_Angeles",
+        ["America/Los_Angeles"],
+        "address",
+    )
+    assert fake.seen("GET", "/v1/customers/cus_ca")[-1].query.get("expand[0]") == "tax"
+
+
+async def test_get_customer_falls_back_to_stripe_tax_location(fake: FakeStripe, backend: StripePayments):
+    cus = sf.customer("cus_tax", phone=None)
+    cus["tax"] = {"automatic_tax": "supported", "ip_address": None, "location": {"country": "DE", "source": "ip_address", "state": None}}
+    fake.add(cus)
+    profile = await backend.get_customer("cus_tax")
+    assert profile.timezone == "Europe/Berlin" and profile.timezone_source == "tax_location"
+
+
+async def test_get_customer_without_hints_has_no_zone(fake: FakeStripe, backend: StripePayments):
+    fake.add(sf.customer("cus_none", metadata={"timezone": "Mars/Olympus_Mons"}))
+    profile = await backend.get_customer("cus_none")
+    assert (profile.timezone, profile.timezone_candidates, profile.timezone_source) == (None, [], None)
+
+
+async def test_sms_opt_out_is_written_to_and_cleared_from_the_customers_metadata(
+    fake: FakeStripe, backend: StripePayments
+):
+    fake.add(sf.customer("cus_stop", metadata={"other": "kept"}))
+    await backend.set_sms_opt_out_metadata("cus_stop", True)
+    assert fake.customers["cus_stop"]["metadata"] == {"other": "kept", "dunning_sms_opt_out": "true"}
+    assert (await backend.get_contact("cus_stop")).sms_opted_out
+    assert (await backend.get_customer("cus_stop")).sms_opted_out
+    await backend.set_sms_opt_out_metadata("cus_stop", False)
+    assert fake.customers["cus_stop"]["metadata"] == {"other": "kept"}
+    assert not (await backend.get_contact("cus_stop")).sms_opted_out

@@ -18,14 +18,17 @@ from __future__ import annotations
 import urllib.parse
 
 import structlog
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response
 from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from activities.messages import sms_safe
+from activities.backends import PaymentsBackend
+from activities.case_activities import mirror_sms_opt_out
 from starter.api.deps import (
     ConsentDep,
+    OptionalPaymentsDep,
     PhoneDirectoryDep,
     ServiceUnavailable,
     SettingsDep,
@@ -94,6 +97,8 @@ async def twilio_inbound_sms(
     consent: ConsentDep,
     directory: PhoneDirectoryDep,
     settings: SettingsDep,
+    payments: OptionalPaymentsDep,
+    background: BackgroundTasks,
 ) -> Response:
     if not config.auth_token:
         raise ServiceUnavailable("TWILIO_AUTH_TOKEN is not configured: cannot verify inbound SMS")
@@ -137,4 +142,18 @@ async def twilio_inbound_sms(
         message_sid=params.get("MessageSid"),
         note="" if customers else "number belongs to no known customer; Twilio still blocks it on STOP",
     )
+    if customers:
+        # After the answer (Twilio waits 15 s at most): Stripe's metadata mirrors what our database holds.
+        background.add_task(_mirror, payments, customers, action)
     return _twiml()
+
+
+async def _mirror(payments: PaymentsBackend | None, customers: list[str], opted_out: bool) -> None:
+    """STOP and START into each customer's Stripe metadata `dunning_sms_opt_out`. The database
+    already has the change: a failure here is logged loudly and mended by the worker at that
+    customer's next SMS, never lost."""
+    if payments is None:
+        log.error("sms consent not mirrored: this app has no payments backend", customers=customers)
+        return
+    for customer_id in customers:
+        await mirror_sms_opt_out(payments, customer_id, opted_out)
