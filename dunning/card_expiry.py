@@ -15,6 +15,7 @@ reminder is due when, what a second event or a card update changes, and when it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -165,18 +166,19 @@ def delivery_key(before: timedelta, channel: Channel | str) -> str:
 def plan(
     steps: list[PreDunningStep],
     renewal_at: datetime,
-    tz: str | None = None,
+    zones: Sequence[str] = (),
     quiet_hours: tuple[time, time] | None = None,
 ) -> list[Delivery]:
-    """Every delivery of the policy's reminders for this renewal, in the order they go (SMS out of
-    the customer's quiet hours; one that would go at or after the renewal is left out)."""
+    """Every delivery of the policy's reminders for this renewal, in the order they go (an SMS in
+    the daytime of every zone the customer may be in; one that would go at or after the renewal,
+    or that finds no shared daytime, is left out)."""
     found: list[Delivery] = []
     for step in steps:
         due = renewal_at - step.before
         channels = tuple(Channel(c) for c in step.channels)
         for channel in channels:
-            at = schedule.next_sms_time(due, tz, quiet_hours) if channel is Channel.SMS else due
-            if at >= renewal_at:
+            at = schedule.next_sms_time_everywhere(due, zones, quiet_hours) if channel is Channel.SMS else due
+            if at is None or at >= renewal_at:
                 continue
             found.append(Delivery(delivery_key(step.before, channel), at, step.before, channel, step.template, channels))
     return sorted(found, key=lambda d: (d.due_at, -d.before.total_seconds(), d.channel.value))
@@ -212,8 +214,12 @@ class CardExpiry:
     def is_open(self) -> bool:
         return self.state.ended is None
 
-    def timezone(self) -> str | None:
-        return self.state.customer.timezone if self.state.customer else None
+    def zones(self) -> list[str]:
+        """The zones the customer may be in (the case's inference); one, or none, when known for sure."""
+        customer = self.state.customer
+        if customer is None:
+            return []
+        return list(customer.timezone_candidates) or ([customer.timezone] if customer.timezone else [])
 
     def log(self, now: datetime, event: str, detail: str = "") -> None:
         self.state.timeline.append(TimelineEntry(at=now, event=event, detail=detail))
@@ -258,7 +264,7 @@ class CardExpiry:
         if why_not is not None:
             self._end("card_outlives_renewal" if "outlives" in why_not else "not_needed", now, f"no reminder: {why_not}")
             return True
-        for delivery in plan(self.steps, signal.renewal_at, self.timezone(), self.quiet_hours):
+        for delivery in plan(self.steps, signal.renewal_at, self.zones(), self.quiet_hours):
             if delivery.key not in s.done and delivery.due_at < now:
                 s.done.append(delivery.key)
                 self.log(
@@ -298,7 +304,7 @@ class CardExpiry:
         s = self.state
         if s.renewal_at is None:
             return []
-        return [d for d in plan(self.steps, s.renewal_at, self.timezone(), self.quiet_hours) if d.key not in s.done]
+        return [d for d in plan(self.steps, s.renewal_at, self.zones(), self.quiet_hours) if d.key not in s.done]
 
     def next_action(self, now: datetime) -> Action:
         s = self.state
@@ -332,7 +338,7 @@ class CardExpiry:
             "card_exp_year": card.exp_year if card else None,
             "renewal_at": s.renewal_at.isoformat() if s.renewal_at else None,
             "plan_name": s.customer.plan_name if s.customer else None,
-            "timezone": self.timezone(),
+            "timezone": self.state.customer.timezone if self.state.customer else None,
         }
         return NotificationRequest(
             case_id=s.reminder_id,

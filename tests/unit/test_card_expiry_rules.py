@@ -74,11 +74,11 @@ def test_each_step_goes_its_offset_before_the_renewal_each_channel_once() -> Non
 
 def test_an_sms_waits_out_the_quiet_hours_and_is_dropped_if_that_reaches_the_renewal() -> None:
     night = datetime(2027, 1, 1, 23, 0, tzinfo=UTC)  # renewal at 23:00: P3D falls at 23:00, in the night
-    deliveries = plan(STEPS, night, "UTC", (time(21, 0), time(8, 0)))
+    deliveries = plan(STEPS, night, ["UTC"], (time(21, 0), time(8, 0)))
     sms = [d for d in deliveries if d.channel is Channel.SMS]
     assert [d.due_at for d in sms] == [datetime(2026, 12, 30, 8, 0, tzinfo=UTC)]
     late = [PreDunningStep(before=timedelta(hours=2), channels=["sms"], template="card_expiring")]
-    assert plan(late, night, "UTC", (time(21, 0), time(8, 0))) == []
+    assert plan(late, night, ["UTC"], (time(21, 0), time(8, 0))) == []
 
 
 def test_the_workflow_sends_each_reminder_at_its_time_and_ends_at_the_renewal() -> None:
@@ -158,3 +158,15 @@ def test_an_sms_that_cannot_go_falls_back_to_email_only_when_the_step_had_none()
     sms = next(d for d in r2.pending() if d.channel is Channel.SMS)
     skipped = NotificationResult(channel=Channel.SMS, status="skipped", fallback_channel=Channel.EMAIL)
     assert r2.record_notification(sms, skipped, RENEWAL - timedelta(days=3)) is None
+
+
+def test_a_reminder_sms_goes_in_the_daytime_of_every_zone_the_customer_may_be_in() -> None:
+    """A customer in New York or Los Angeles: the SMS due at 13:00 UTC waits for 08:00 in Los
+    Angeles; with zones that share no daytime it is left out (a step's email still goes)."""
+    sms = [PreDunningStep(before=timedelta(days=3), channels=["sms"], template="card_expiring")]
+    renewal = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
+    zones = ["America/New_York", "America/Los_Angeles"]
+    [delivery] = plan(sms, renewal, zones, (time(21, 0), time(8, 0)))
+    assert delivery.due_at == datetime(2026, 11, 28, 16, 0, tzinfo=UTC)  # 08:00 in Los Angeles, 11:00 in New York
+    never = ["Europe/Berlin", "Pacific/Auckland"]  # no hour is daytime in both with these quiet hours
+    assert plan(sms, renewal, never, (time(18, 0), time(10, 0))) == []
