@@ -83,6 +83,9 @@ class SandboxPayments:
     idempotent_results: dict[str, ChargeResult] = field(default_factory=dict)
     access_log: list[tuple[str, str, datetime]] = field(default_factory=list)
     outage_calls_left: int = 0
+    #: Where the "billing portal" lives: `dunning up` serves a local one (/dev/portal) so the
+    #: demo's customer journey can be clicked through; elsewhere an example address.
+    portal_url: str = "https://billing.example.com"
 
     def add_customer(self, customer_id: str, **details: object) -> SandboxCustomer:
         customer = SandboxCustomer(customer_id=customer_id, **details)  # type: ignore[arg-type]
@@ -211,7 +214,7 @@ class SandboxPayments:
         self, customer_id: str, invoice_id: str | None, return_url: str | None = None, *, portal_home: bool = False
     ) -> str:
         back = f"?return_url={quote(return_url, safe='')}" if return_url else ""
-        return f"https://billing.example.com/{'portal' if portal_home else 'update'}/{customer_id}{back}"
+        return f"{self.portal_url}/{'portal' if portal_home else 'update'}/{customer_id}{back}"
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         return f"https://billing.example.com/invoice/{invoice_id}"

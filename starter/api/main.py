@@ -46,6 +46,7 @@ from starter.api.routes import (
     dev_mailbox,
     health,
     in_app,
+    sandbox_portal,
     sms_webhook,
     stripe_webhook,
 )
@@ -168,8 +169,14 @@ def create_app(
     # The customer page: links signed with DUNNING_LINK_KEYS (none set: the API does not start),
     # billing-portal sessions created at the customer's click.
     app.state.links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)
+    mailbox_file = settings.sandbox_mailbox_file()
+    # `dunning up` on sandbox payments: the "billing portal" is a local page (/dev/portal).
+    local_portal = mailbox_file is not None and settings.payments_backend() == "sandbox"
     if payments is None:
-        payments = StripePayments.from_settings(settings) if settings.payments_backend() == "stripe" else SandboxPayments()
+        if settings.payments_backend() == "stripe":
+            payments = StripePayments.from_settings(settings)
+        else:
+            payments = SandboxPayments(portal_url=f"{settings.public_url()}/dev/portal") if local_portal else SandboxPayments()
     app.state.payments = payments
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
@@ -184,12 +191,13 @@ def create_app(
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz
     app.include_router(customer_page.router)  # customers: /c/{token} and its actions
-    mailbox_file = settings.sandbox_mailbox_file()
     if mailbox_file is not None:
         # Development only (`dunning up`, sandbox email and SMS): GET /dev/mailbox.
         app.state.mailbox_file = mailbox_file.resolve()
         app.include_router(dev_mailbox.router)
         log.info("local mailbox at /dev/mailbox", file=str(app.state.mailbox_file))
+    if local_portal:
+        app.include_router(sandbox_portal.router)
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")
