@@ -9,10 +9,12 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
+from activities.ledger_activities import LedgerActivities
 from activities.sandbox import SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
+from runtime.ledger import DatabaseLedger
 from runtime.settings import ConfigError, Settings, reveal
 
 log = structlog.get_logger(__name__)
@@ -47,7 +49,8 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
     outbox = SandboxOutbox()
     email, sms = build_email_backend(settings, outbox), build_sms_backend(settings, outbox)
     # Opt-outs outlive cases and restarts; the API's Twilio webhook writes the same database.
-    consent = DatabaseConsentStore(database or Database.from_settings(settings))
+    database = database or Database.from_settings(settings)
+    consent = DatabaseConsentStore(database)
     payment_activities = PaymentActivities(payments)
     notification_activities = NotificationActivities(
         payments,
@@ -59,7 +62,9 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
             "support_email": settings.dunning_support_email,
         },
     )
-    return case_activities(payment_activities, notification_activities)
+    # The recovery ledger: every case's facts, read back by the API's reports and metrics.
+    ledger = LedgerActivities(DatabaseLedger(database))
+    return [*case_activities(payment_activities, notification_activities), *ledger.activities()]
 
 
 def _require(what: str, chosen_by: str, needed: dict[str, object]) -> None:

@@ -28,11 +28,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner  # noqa: E402
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities  # noqa: E402
+from activities.ledger_activities import LedgerActivities  # noqa: E402
 from activities.sandbox import SandboxPayments  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
 from runtime import migrations  # noqa: E402
 from runtime.consent import DatabaseConsentStore  # noqa: E402
+from runtime.ledger import DatabaseLedger  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from worker import build_worker  # noqa: E402
 
@@ -71,13 +73,16 @@ async def main() -> None:
         StripePayments.from_settings(settings) if os.environ.get("BENCH_PAYMENTS") == "stripe" else SandboxPayments()
     )
     outbox = SinkOutbox()
-    consent = DatabaseConsentStore(migrations.prepare(settings))
+    database = migrations.prepare(settings)
+    consent = DatabaseConsentStore(database)
+    # The recovery ledger on the worker's own SQLite file, as a one-host deployment has it.
+    ledger = LedgerActivities(DatabaseLedger(database))
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, consent)
     worker = build_worker(
         client,
         settings,
-        [*case_activities(pay, notify), bench_noop],
+        [*case_activities(pay, notify), *ledger.activities(), bench_noop],
         extra_workflows=[MinimalWorkflow],
         # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
         **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),

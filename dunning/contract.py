@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from temporalio.common import SearchAttributeKey
 
+from dunning.ledger import CaseRecord
 from dunning.models import (
     AccessRequest,
     CardUpdated,
@@ -94,6 +95,8 @@ SUSPEND_ACCESS = ActivityDef("suspend_access", AccessRequest, type(None))
 RESTORE_ACCESS = ActivityDef("restore_access", AccessRequest, type(None))
 CANCEL_SUBSCRIPTION = ActivityDef("cancel_subscription", AccessRequest, type(None))
 GET_CUSTOMER = ActivityDef("get_customer", str, CustomerProfile)
+#: Writes the case's facts to the recovery ledger, idempotent per case and milestone.
+RECORD_CASE = ActivityDef("record_case", CaseRecord, type(None))
 
 ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     CHARGE_INVOICE,
@@ -102,6 +105,7 @@ ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     RESTORE_ACCESS,
     CANCEL_SUBSCRIPTION,
     GET_CUSTOMER,
+    RECORD_CASE,
 )
 
 # --- search attributes and visibility -------------------------------------------------
@@ -169,3 +173,13 @@ def cases_query(
 def open_cases_of_customer(customer_id: str) -> str:
     """The customer's open cases: where a card update goes, what the in-app banner shows."""
     return cases_query(customer_id=customer_id, open_only=True)
+
+
+# --- metrics (GET /metrics) -------------------------------------------------------------
+
+#: The business counters, read from the ledger so that every API replica reports the same totals.
+METRIC_CASES_OPENED = "dunning_cases_opened_total"
+METRIC_CASES_CLOSED = "dunning_cases_closed_total"  # {outcome}
+METRIC_RECOVERED_AMOUNT = "dunning_recovered_amount_total"  # {currency}, minor units
+METRIC_CHARGE_ATTEMPTS = "dunning_charge_attempts_total"  # {result}
+METRIC_MESSAGES = "dunning_messages_total"  # {channel, status}
