@@ -185,7 +185,7 @@ class DatabaseLedger:
         return [LedgerEvent.model_validate({c: _utc(row[c]) for c in _EVENT_COLUMNS}) for row in rows]
 
     async def totals(self) -> LedgerTotals:
-        return await asyncio.to_thread(self.database.run, _totals)
+        return await asyncio.to_thread(self.database.run, totals_of)
 
     async def recovered(self, case_ids: list[str]) -> dict[str, tuple[int, str | None]]:
         """Recovered amount and currency of each of these cases the ledger knows as recovered."""
@@ -213,7 +213,7 @@ class DatabaseLedger:
         return self.database.run(prune)
 
 
-def _totals(db: Connection) -> LedgerTotals:
+def totals_of(db: Connection) -> LedgerTotals:
     c, e = ledger_cases.c, ledger_events.c
     return LedgerTotals(
         opened=int(db.scalar(select(func.count()).select_from(ledger_cases)) or 0),

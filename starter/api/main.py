@@ -22,6 +22,7 @@ from activities.policy_check import load_checked_policies
 from activities.stripe_backend import StripePayments
 from runtime import migrations
 from runtime.database import Database
+from runtime.ledger import DatabaseLedger
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -34,7 +35,7 @@ from starter.api.deps import (
     TemporalGateway,
     Timings,
 )
-from starter.api.routes import codec_server, health, in_app, sms_webhook, stripe_webhook
+from starter.api.routes import codec_server, dashboard, health, in_app, metrics, reports, sms_webhook, stripe_webhook
 
 log = structlog.get_logger("dunning.api")
 
@@ -129,6 +130,10 @@ def create_app(
         # Under any ASGI server: the schema this code needs before the first request (several
         # replicas: one migrates, the others wait); an unreachable database stops the start.
         await asyncio.to_thread(migrations.upgrade, database, settings.dunning_state_dir)
+        if settings.dunning_feedback_retention_days is not None:
+            retention = timedelta(days=settings.dunning_feedback_retention_days)
+            blanked = await asyncio.to_thread(DatabaseLedger(database).prune_feedback_comments, retention)
+            log.info("feedback comments past retention blanked", comments=blanked, days=retention.days)
         yield
         database.dispose()
 
@@ -144,6 +149,8 @@ def create_app(
             settings, timeout=stripe_webhook.FAILURE_LOOKUP_SECONDS
         ).failure_facts
     app.state.failure_lookup = failure_lookup
+    app.state.metrics = metrics.ApiMetrics()
+    app.middleware("http")(app.state.metrics.observe)  # the webhooks' latency, for GET /metrics
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServiceUnavailable)
@@ -156,6 +163,9 @@ def create_app(
     app.include_router(in_app.router)  # the SaaS app: GET /v1/customers/{customer_id}/dunning
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz
+    app.include_router(reports.router)  # operators: GET /v1/reports/recovery
+    app.include_router(dashboard.router)  # operators, in a browser: /dashboard
+    app.include_router(metrics.router)  # monitoring: GET /metrics
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")
