@@ -10,7 +10,6 @@ import socket
 import urllib.request
 import uuid
 
-import pytest
 from temporalio.client import Client
 
 from dunning.models import DunningInput, Stage
@@ -100,4 +99,3 @@ async def _scrape(port: int) -> str:
     return body if "temporal_" in body else ""
 
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
