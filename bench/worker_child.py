@@ -35,6 +35,7 @@ from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
 from runtime import migrations  # noqa: E402
 from runtime.consent import DatabaseConsentStore  # noqa: E402
 from runtime.ledger import DatabaseLedger  # noqa: E402
+from dunning.ledger import CaseRecord  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from worker import build_worker  # noqa: E402
 
@@ -52,6 +53,11 @@ class SinkOutbox:
     async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
         self.sent += 1
         return f"sink-{self.sent}"
+
+
+class NullLedger:
+    async def record(self, record: CaseRecord) -> None:
+        return None
 
 
 async def main() -> None:
@@ -75,8 +81,9 @@ async def main() -> None:
     outbox = SinkOutbox()
     database = migrations.prepare(settings)
     consent = DatabaseConsentStore(database)
-    # The recovery ledger on the worker's own SQLite file, as a one-host deployment has it.
-    ledger = LedgerActivities(DatabaseLedger(database))
+    # The recovery ledger on the worker's own SQLite file, as a one-host deployment has it
+    # (BENCH_LEDGER=null: a ledger that discards every record, to measure what the ledger costs).
+    ledger = LedgerActivities(NullLedger() if os.environ.get("BENCH_LEDGER") == "null" else DatabaseLedger(database))
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, consent)
     worker = build_worker(
