@@ -150,7 +150,7 @@ def create_app(
         ).failure_facts
     app.state.failure_lookup = failure_lookup
     app.state.metrics = metrics.ApiMetrics()
-    app.middleware("http")(app.state.metrics.observe)  # the webhooks' latency, for GET /metrics
+    app.add_middleware(app.state.metrics.middleware)  # the webhooks' latency, for GET /metrics
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServiceUnavailable)

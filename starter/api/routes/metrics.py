@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dunning import contract
 from runtime.ledger import DatabaseLedger, LedgerTotals, totals_of
@@ -70,18 +71,29 @@ class ApiMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
         )
 
-    async def observe(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """HTTP middleware: times every webhook request."""
-        if not request.url.path.startswith(WEBHOOK_PREFIX):
-            return await call_next(request)
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            self.webhook_latency.labels(request.url.path, str(status)).observe(time.perf_counter() - started)
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """Pure ASGI (a BaseHTTPMiddleware would wrap the body limit's errors): times every webhook."""
+        histogram = self.webhook_latency
+
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "") if scope["type"] == "http" else ""
+            if not path.startswith(WEBHOOK_PREFIX):
+                await app(scope, receive, send)
+                return
+            started, status = time.perf_counter(), 500
+
+            async def sending(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                histogram.labels(path, str(status)).observe(time.perf_counter() - started)
+
+        return timed
 
 
 @router.get("/metrics", include_in_schema=False)
