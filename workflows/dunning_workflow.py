@@ -68,7 +68,9 @@ CUSTOMER_WINDOW = timedelta(hours=1)
 #: The ledger may be down this long; the case goes on meanwhile and waits for its records only
 #: before it completes or continues as new.
 LEDGER_WINDOW = timedelta(days=7)
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10))
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
+)
 CALL_TIMEOUT = timedelta(seconds=60)
 
 # Patches: each guards a change to the command sequence of cases already running.
