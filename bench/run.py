@@ -7,13 +7,14 @@ A benchmark, not a test. It starts everything itself on loopback, on free ports:
 - a loopback Stripe (bench/fake_stripe.py) that stamps when each charge arrives;
 - the HTTP API (`starter.api:app`) under real uvicorn, one process, HTTP/1.1 on 127.0.0.1;
 - worker processes (bench/worker_child.py): the production workflow and activities;
-and prints five sections:
+and prints six sections:
   1. webhook ingestion   signed invoice.payment_failed → started cases, vs bare start_workflow
   2. reaction time       payment_method.attached webhook → charge reaching Stripe
   3. case throughput     whole cases on a compressed policy, vs a minimal workflow with the same
                          timers and activities (bench/minimal_workflow.py)
   4. cost per case       history events, payload bytes per full ladder, by invoices per case
   5. open sleeping cases worker memory per cached case, by number of cases and invoices
+  6. recovery ledger     its record_case events per case, one SQLite write, whole cases/s with and without
 Figures are noisy on a shared machine: rates and latencies are medians of `--repeat` runs.
 `--json FILE` also writes every figure as JSON. See docs/performance.md.
 """
