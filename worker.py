@@ -27,7 +27,7 @@ from runtime.database import DatabaseUnavailable
 from runtime.logging import configure_logging
 from runtime.preflight import check_open_cases_decodable
 from runtime.settings import ConfigError, Settings
-from runtime.temporal import TemporalUnreachable, connect
+from runtime.temporal import TemporalUnreachable, connect, metrics_runtime
 from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
@@ -80,7 +80,8 @@ async def run_worker(settings: Settings | None = None) -> None:
     # The schema this code needs, before any activity reads consent (several workers: one migrates).
     database = await asyncio.to_thread(migrations.prepare, settings)
     activities = build_activities(settings, database)
-    client = await connect(settings)
+    # The Temporal SDK's own metrics, for Prometheus (DUNNING_WORKER_METRICS_PORT; 0: none).
+    client = await connect(settings, runtime=metrics_runtime(settings.dunning_worker_metrics_port))
     # Before taking a task: cases encrypted with a key we don't hold would fail every one of them.
     await check_open_cases_decodable(client, settings.dunning_task_queue)
     worker = build_worker(client, settings, activities)
@@ -88,7 +89,11 @@ async def run_worker(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=settings.dunning_task_queue)
+    log.info(
+        "worker started",
+        task_queue=settings.dunning_task_queue,
+        metrics_port=settings.dunning_worker_metrics_port or "off",
+    )
     async with worker:
         await stop.wait()
     log.info("worker stopped")

@@ -9,11 +9,13 @@ import structlog
 
 from activities.backends import EmailBackend, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
+from activities.ledger_activities import LedgerActivities
 from activities.sandbox import SandboxMailbox, SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
 from runtime.links import CaseLinks, LinkSigner, parse_link_keys
+from runtime.ledger import DatabaseLedger
 from runtime.settings import ConfigError, Settings, reveal
 
 log = structlog.get_logger(__name__)
@@ -61,7 +63,9 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
         message_defaults=settings.message_defaults(),
         mailbox=_sandbox_mailbox(settings),
     )
-    return case_activities(payment_activities, notification_activities)
+    # The recovery ledger: every case's facts, read back by the API's reports and metrics.
+    ledger = LedgerActivities(DatabaseLedger(database))
+    return [*case_activities(payment_activities, notification_activities), *ledger.activities()]
 
 
 def _sandbox_mailbox(settings: Settings) -> SandboxMailbox | None:

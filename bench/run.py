@@ -7,13 +7,14 @@ A benchmark, not a test. It starts everything itself on loopback, on free ports:
 - a loopback Stripe (bench/fake_stripe.py) that stamps when each charge arrives;
 - the HTTP API (`starter.api:app`) under real uvicorn, one process, HTTP/1.1 on 127.0.0.1;
 - worker processes (bench/worker_child.py): the production workflow and activities;
-and prints five sections:
+and prints six sections:
   1. webhook ingestion   signed invoice.payment_failed → started cases, vs bare start_workflow
   2. reaction time       payment_method.attached webhook → charge reaching Stripe
   3. case throughput     whole cases on a compressed policy, vs a minimal workflow with the same
                          timers and activities (bench/minimal_workflow.py)
   4. cost per case       history events, payload bytes per full ladder, by invoices per case
   5. open sleeping cases worker memory per cached case, by number of cases and invoices
+  6. recovery ledger     its record_case events per case, one SQLite write, whole cases/s with and without
 Figures are noisy on a shared machine: rates and latencies are medians of `--repeat` runs.
 `--json FILE` also writes every figure as JSON. See docs/performance.md.
 """
@@ -65,6 +66,7 @@ SECTIONS = (
     "3. Whole-case throughput",
     "4. Cost per case",
     "5. Open sleeping cases",
+    "6. The recovery ledger",
 )
 
 
@@ -177,6 +179,7 @@ async def start_worker(
     max_cached: int = 1000,
     stripe_base: str | None = None,
     sandboxed: bool = True,
+    ledger: str = "sqlite",
 ) -> subprocess.Popen:
     ready = procs.logs / f"worker-{task_queue}.ready"
     env = {
@@ -188,6 +191,7 @@ async def start_worker(
         "STRIPE_API_KEY": STRIPE_KEY,
         "STRIPE_API_BASE": stripe_base or "",
         "BENCH_UNSANDBOXED": "" if sandboxed else "1",
+        "BENCH_LEDGER": ledger,
     }
     proc = procs.start(f"worker-{task_queue}", [sys.executable, "-m", "bench.worker_child"], env)
     await _until(lambda: ready.exists(), proc, procs, f"worker {task_queue}")
@@ -724,6 +728,98 @@ async def bench_cost(cfg: Config, server: DevServer, task_queue: str) -> dict[st
     return figures
 
 
+# --- 6. the recovery ledger ---------------------------------------------------------------
+
+
+async def bench_ledger(cfg: Config, server: DevServer, procs: Procs) -> dict[str, Any]:
+    """What the ledger costs a case: its record_case activities in the history, the time one
+    write takes, and whole cases per second with the ledger on the worker's SQLite file against
+    a worker whose ledger discards every record (same workflow, same history)."""
+    section(SECTIONS[5])
+    client, m = server.client, cfg.throughput_cases
+    policy = compressed_policy(cfg.time_scale)
+    tag = uuid.uuid4().hex[:4]
+    queues = {mode: f"ledger-{mode}-{tag}" for mode in ("null", "sqlite")}
+    await asyncio.gather(*(start_worker(procs, server, q, ledger=mode) for mode, q in queues.items()))
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in queues}
+    probe: WorkflowHandle | None = None
+    for rep in range(cfg.repeat):
+        for mode, queue in queues.items():
+            rate, elapsed, handles = await run_batch(client, cases(client, queue, f"l{mode}{rep}{tag}", m, policy))
+            runs[mode].append((rate, elapsed))
+            probe = probe or handles[0]
+    assert probe is not None
+    history = await probe.fetch_history()
+    record_ids = {
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == contract.RECORD_CASE.name
+    }
+    ledger_events = sum(
+        1
+        for e in history.events
+        if e.event_id in record_ids
+        or getattr(e, e.WhichOneof("attributes") or "", None) is not None
+        and getattr(getattr(e, e.WhichOneof("attributes")), "scheduled_event_id", None) in record_ids
+    )
+    write_ms = await _ledger_write_ms(200 if not cfg.quick else 20)
+    rates = {mode: med([r for r, _ in rs]) for mode, rs in runs.items()}
+    print(
+        f"{m} whole cases per batch, median of {cfg.repeat} run(s); a case records {len(record_ids)} time(s):"
+        f" {ledger_events} of its {len(history.events)} history events"
+    )
+    print(
+        table(
+            ["ledger", "cases/s", "batch s"],
+            [[mode, rates[mode], med([e for _, e in runs[mode]])] for mode in queues],
+        )
+    )
+    print(f"with / without = {rates['sqlite'] / rates['null']:.2f}; one record written to SQLite: {write_ms:.2f} ms (median)")
+    return {
+        "records_per_case": len(record_ids),
+        "ledger_history_events": ledger_events,
+        "history_events": len(history.events),
+        "per_second": rates,
+        "ratio": rates["sqlite"] / rates["null"],
+        "sqlite_write_ms": write_ms,
+    }
+
+
+async def _ledger_write_ms(count: int) -> float:
+    """Median time of one record (a case's facts and three milestones) on a fresh SQLite file."""
+    import tempfile
+
+    from dunning.ledger import CaseFacts, CaseRecord, LedgerEvent
+    from runtime import migrations
+    from runtime.database import Database
+    from runtime.ledger import DatabaseLedger
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
+    database = Database(f"sqlite:///{folder / 'ledger.sqlite3'}")
+    migrations.upgrade(database)
+    ledger = DatabaseLedger(database)
+    now = time_now()
+    times = []
+    for n in range(count):
+        facts = CaseFacts(
+            case_id=f"c{n}", workflow_id=f"w{n}", subscription_id=f"s{n}", customer_id=f"cus{n}", policy="default",
+            opened_at=now, first_failed_at=now, currency="eur", amount=4900, stage="retrying", seq=1,
+        )  # fmt: skip
+        events = [LedgerEvent(milestone=m, kind="opened", at=now) for m in ("opened", "failure:in:0", "message:0")]
+        t0 = time.perf_counter()
+        await ledger.record(CaseRecord(facts=facts, events=events))
+        times.append((time.perf_counter() - t0) * 1000)
+    database.dispose()
+    return med(times)
+
+
+def time_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
 # --- 5. open sleeping cases --------------------------------------------------------------
 
 
@@ -872,7 +968,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"(section took {time.monotonic() - t:.1f} s)", flush=True)
             return result
 
-        only = args.only or {1, 2, 3, 4, 5}
+        only = args.only or {1, 2, 3, 4, 5, 6}
         if 1 in only:
             results["ingestion"] = await timed(bench_ingestion(cfg, server, api_ingest, stripe, q_ingest))
         if 2 in only:
@@ -887,6 +983,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if not cfg.quick:
             for proc in [p for p in procs.procs if p is not stripe_proc]:
                 procs.stop(proc)
+        if 6 in only:
+            if not cfg.quick:  # the sections above stopped the shared server: a fresh one
+                server = await start_dev_server(procs)
+            results["ledger"] = await timed(bench_ledger(cfg, server, procs))
         if 5 in only:
             results["sleeping"] = await timed(bench_sleeping(cfg, procs, cfg.sleeping_points, shared))
     finally:
@@ -911,7 +1011,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=lambda text: {int(n) for n in text.split(",")},
-        help="run only these sections, e.g. --only 1,2 (default: all five)",
+        help="run only these sections, e.g. --only 1,2 (default: all six)",
     )
     return parser.parse_args()
 

@@ -28,12 +28,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner  # noqa: E402
 
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities  # noqa: E402
+from activities.ledger_activities import LedgerActivities  # noqa: E402
 from activities.sandbox import SandboxPayments  # noqa: E402
 from activities.stripe_backend import StripePayments  # noqa: E402
 from bench.minimal_workflow import MinimalWorkflow, bench_noop  # noqa: E402
 from runtime import migrations  # noqa: E402
 from runtime.consent import DatabaseConsentStore  # noqa: E402
 from runtime.links import CaseLinks, LinkSigner  # noqa: E402
+from runtime.ledger import DatabaseLedger  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from worker import build_worker  # noqa: E402
 
@@ -51,6 +53,11 @@ class SinkOutbox:
     async def send_sms(self, *, to: str, body: str, idempotency_key: str) -> str:
         self.sent += 1
         return f"sink-{self.sent}"
+
+
+class NullLedger:
+    async def record(self, record: CaseRecord) -> None:
+        return None
 
 
 async def main() -> None:
@@ -76,12 +83,15 @@ async def main() -> None:
     consent = DatabaseConsentStore(database)
     # Real links, remembered in the database like a deployment's (their cost is part of a message's).
     links = CaseLinks(LinkSigner([b"bench-link-key-not-secret"]), settings.public_url(), database)
+    # The recovery ledger on the worker's own SQLite file, as a one-host deployment has it
+    # (BENCH_LEDGER=null: a ledger that discards every record, to measure what the ledger costs).
+    ledger = LedgerActivities(NullLedger() if os.environ.get("BENCH_LEDGER") == "null" else DatabaseLedger(database))
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, consent, links)
     worker = build_worker(
         client,
         settings,
-        [*case_activities(pay, notify), bench_noop],
+        [*case_activities(pay, notify), *ledger.activities(), bench_noop],
         extra_workflows=[MinimalWorkflow],
         # Only to measure what the sandbox costs (docs/performance.md); production keeps it.
         **({"workflow_runner": UnsandboxedWorkflowRunner()} if os.environ.get("BENCH_UNSANDBOXED") else {}),

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from dunning import contract, schedule
 from dunning.declines import classify_decline, is_retryable_on_same_card
+from dunning.ledger import CaseRecord, new_record
 from dunning.models import (
     PAID_ELSEWHERE,
     AccessRequest,
@@ -759,6 +760,15 @@ class Case:
         by = "the customer, on their page" if request.source == "customer" else request.reason
         self.log(now, "grace_extended", f"+{_days_text(length)} by {by}; grace now ends {self.grace_ends_at():%Y-%m-%d %H:%M} UTC")
         return True
+
+    # --- the recovery ledger ---------------------------------------------------------------
+
+    def ledger_record(self) -> CaseRecord | None:
+        """The case's facts and the milestones reached since its last record (opened, charges,
+        messages, the customer's own actions, suspension, the outcome), or None when nothing is
+        new. Marks them recorded: the `record_case` activity that carries them is retried until it
+        lands, and writes each milestone once."""
+        return new_record(self.state, self.state.ledger, self.policy.name)
 
     # --- what operators see ----------------------------------------------------------------
 

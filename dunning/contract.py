@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from temporalio.common import SearchAttributeKey
 
 from dunning.card_expiry import RenewalUpcoming
+from dunning.ledger import CaseRecord
 from dunning.models import (
     AccessRequest,
     CardUpdated,
@@ -119,6 +120,8 @@ SUSPEND_ACCESS = ActivityDef("suspend_access", AccessRequest, type(None))
 RESTORE_ACCESS = ActivityDef("restore_access", AccessRequest, type(None))
 CANCEL_SUBSCRIPTION = ActivityDef("cancel_subscription", AccessRequest, type(None))
 GET_CUSTOMER = ActivityDef("get_customer", str, CustomerProfile)
+#: Writes the case's facts to the recovery ledger, idempotent per case and milestone.
+RECORD_CASE = ActivityDef("record_case", CaseRecord, type(None))
 
 ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     CHARGE_INVOICE,
@@ -127,6 +130,7 @@ ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     RESTORE_ACCESS,
     CANCEL_SUBSCRIPTION,
     GET_CUSTOMER,
+    RECORD_CASE,
 )
 
 # --- search attributes and visibility -------------------------------------------------
@@ -200,3 +204,11 @@ def card_update_targets(customer_id: str) -> str:
     """Where a card update of the customer goes: their open cases and their pre-dunning reminders."""
     types = f"WorkflowType IN ({quote(WORKFLOW_TYPE)}, {quote(CARD_EXPIRY_WORKFLOW_TYPE)})"
     return f"{types} AND {CUSTOMER_ID.name} = {quote(customer_id)} AND ExecutionStatus = 'Running'"
+# --- metrics (GET /metrics) -------------------------------------------------------------
+
+#: The business counters, read from the ledger so that every API replica reports the same totals.
+METRIC_CASES_OPENED = "dunning_cases_opened_total"
+METRIC_CASES_CLOSED = "dunning_cases_closed_total"  # {outcome}
+METRIC_RECOVERED_AMOUNT = "dunning_recovered_amount_total"  # {currency}, minor units
+METRIC_CHARGE_ATTEMPTS = "dunning_charge_attempts_total"  # {result}
+METRIC_MESSAGES = "dunning_messages_total"  # {channel, status}

@@ -300,6 +300,18 @@ class DunningInput(_Model):
     )
 
 
+class LedgerProgress(_Model):
+    """What the case has already handed to the recovery ledger (dunning/ledger.py), carried across continue-as-new."""
+
+    seq: int = 0
+    opened: bool = False
+    attempts: int = 0
+    notifications: int = 0
+    extensions: int = 0
+    suspended: bool = False
+    closed: bool = False
+
+
 class CaseState(_Model):
     """Everything the case remembers; carried whole across continue-as-new."""
 
@@ -342,6 +354,7 @@ class CaseState(_Model):
     suspended_at: datetime | None = None
     outcome: Stage | None = None
     seen_event_ids: list[str] = []
+    ledger: LedgerProgress = Field(default_factory=LedgerProgress)
 
 
 class PendingSms(_Model):

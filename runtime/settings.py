@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     dunning_public_url: str | None = None
     # Comma-separated keys of the customers' links: the first signs, all verify (runtime/links.py).
     dunning_link_keys: SecretStr | None = None
+    # The recovery ledger keeps the customers' free-text cancel comments this many days after
+    # their case closed, then blanks them (`dunning db prune`, and at every API start). Unset: kept.
+    dunning_feedback_retention_days: int | None = Field(None, ge=0)
+    # The worker's Prometheus endpoint for the Temporal SDK's own metrics (0: none).
+    dunning_worker_metrics_port: int = Field(9464, ge=0, le=65535)
+    # Where operators open the Temporal UI: the dashboard links each case there.
+    dunning_temporal_ui_url: str = "http://127.0.0.1:8233"
     # Browser origins (comma-separated) allowed to call the codec server: the Temporal UI.
     dunning_codec_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from runtime.codec import data_converter
 from runtime.settings import Settings
@@ -15,7 +16,7 @@ class TemporalUnreachable(ConnectionError):
     The message names the address and why, in one line: it is what an operator reads."""
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
     """Connect using `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables
     or a Temporal profile file; `localhost:7233` when nothing is set.
 
@@ -31,7 +32,17 @@ async def connect(settings: Settings | None = None) -> Client:
     config.setdefault("target_host", "localhost:7233")
     address = config["target_host"]
     try:
+        if runtime is not None:
+            return await Client.connect(**config, data_converter=converter, runtime=runtime)
         return await Client.connect(**config, data_converter=converter)
     except (RuntimeError, ValueError) as err:  # the SDK's "Failed client connect", "invalid target URL"
         reason = " ".join(str(err).split())  # the Rust error spans lines
         raise TemporalUnreachable(f"cannot reach Temporal at {address}: {reason}") from err
+
+
+def metrics_runtime(port: int, host: str = "0.0.0.0") -> Runtime | None:
+    """A Temporal SDK runtime that serves its own metrics (workflow task latency, schedule-to-start,
+    sticky cache, activity failures…) for Prometheus on `host:port`; None when `port` is 0."""
+    if not port:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))

@@ -65,6 +65,12 @@ CHARGE_WINDOW = timedelta(hours=12)
 MESSAGE_WINDOW = timedelta(hours=6)
 ACCESS_WINDOW = timedelta(days=1)
 CUSTOMER_WINDOW = timedelta(hours=1)
+#: The ledger may be down this long; the case goes on meanwhile and waits for its records only
+#: before it completes or continues as new.
+LEDGER_WINDOW = timedelta(days=7)
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
+)
 CALL_TIMEOUT = timedelta(seconds=60)
 
 # Patches: each guards a change to the command sequence of cases already running.
@@ -87,6 +93,8 @@ FAILURE_TIME_WITHIN_BOUNDS = "failure-time-within-bounds"
 CUSTOMER_CANCELS_ON_PAGE = "customer-cancels-on-page"
 #: While several time zones remain possible and no hour is daytime in all of them, email instead of SMS.
 SMS_ONLY_IN_SHARED_DAYTIME = "sms-only-in-shared-daytime"
+#: The case writes its facts to the recovery ledger (`record_case`) at its milestones.
+RECORD_TO_LEDGER = "record-case-to-ledger"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -113,6 +121,8 @@ class DunningWorkflow:
         self.wake = False
         self.next_action = Wait()
         self.published_attributes: dict[str, object] = {}
+        self.ledger_on = False
+        self.records: list[workflow.ActivityHandle[None]] = []
         for failure in input.carried_failures:
             self.payment_failed(failure)
 
@@ -122,6 +132,7 @@ class DunningWorkflow:
     async def run(self, input: DunningInput) -> CaseStatus:
         case = self.case
         await workflow.wait_condition(lambda: case.has_started)
+        self.ledger_on = workflow.patched(RECORD_TO_LEDGER)
         if workflow.patched(PUBLISH_AT_START):
             # Before any activity: a case is in the stage filters even while Stripe is down.
             self._publish(first=True)
@@ -132,8 +143,10 @@ class DunningWorkflow:
             if not isinstance(action, Wait):
                 await self._carry_out(action)
                 continue
+            self._record()
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._records_landed()
                 workflow.continue_as_new(
                     DunningInput(
                         subscription_id=case.state.subscription_id,
@@ -154,6 +167,8 @@ class DunningWorkflow:
         self.next_action = Wait()
         self._publish()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._record()
+        await self._records_landed()
         if case.state.late_failures:
             # A new invoice failed while this case was closing: it opens the next case (a new run).
             workflow.continue_as_new(
@@ -395,6 +410,41 @@ class DunningWorkflow:
             )
         except ActivityError as err:
             return self.case.customer_lookup_failed(_cause(err), workflow.now())
+
+    def _record(self) -> None:
+        """Hand the milestones reached since the last record to the ledger, without waiting: a
+        ledger outage never holds the case up (the activity retries for LEDGER_WINDOW)."""
+        if not self.ledger_on:
+            return
+        self._note_failed_records(done_only=True)
+        record = self.case.ledger_record()
+        if record is None:
+            return
+        self.records.append(
+            workflow.start_activity(
+                contract.RECORD_CASE.name,
+                record,
+                result_type=contract.RECORD_CASE.result_type,
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=LEDGER_WINDOW,
+                retry_policy=LEDGER_RETRY,
+                summary=record.summary(),
+            )
+        )
+
+    async def _records_landed(self) -> None:
+        """Before the case completes or continues as new: its records have landed (or given up)."""
+        if self.records:
+            await workflow.wait(self.records)
+            self._note_failed_records(done_only=False)
+
+    def _note_failed_records(self, *, done_only: bool) -> None:
+        for handle in [h for h in self.records if h.done() or not done_only]:
+            self.records.remove(handle)
+            error = handle.exception()
+            if error is not None:
+                detail = _cause(error) if isinstance(error, ActivityError) else str(error)
+                self.case.log(workflow.now(), "ledger_failed", detail)
 
     def _history_too_long(self) -> bool:
         info = workflow.info()

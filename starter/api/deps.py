@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Protocol
+from urllib.parse import parse_qs
 
 import structlog
-from fastapi import Cookie, Depends, Header, HTTPException, Request
+from fastapi import Cookie, Depends, Header, HTTPException, Request, Response
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -33,6 +34,7 @@ from runtime.codec import EncryptionCodec, EncryptionConfigError
 from runtime.consent import DatabaseConsentStore, PhoneDirectory
 from runtime.database import Database, DatabaseUnavailable
 from runtime.links import CaseLinks
+from runtime.ledger import DatabaseLedger
 from runtime.settings import Settings, reveal
 from starter.api.stripe_events import https_only
 
@@ -236,6 +238,37 @@ def require_operator(
 
 OperatorAuth = Annotated[str, Depends(require_operator)]
 
+#: How long an operator's browser session (codec server, dashboard) lasts.
+OPERATOR_SESSION_SECONDS = 8 * 3600
+
+
+#: A login form's body is one short field.
+MAX_LOGIN_BODY = 4096
+
+
+async def typed_token(request: Request) -> str | None:
+    """The `token` field of an operator's login form; None when the body is too long to be one."""
+    body = await request.body()
+    if len(body) > MAX_LOGIN_BODY:
+        return None
+    try:
+        return parse_qs(body.decode(), max_num_fields=5).get("token", [""])[0]
+    except (UnicodeDecodeError, ValueError):
+        return ""
+
+
+def start_operator_session(response: Response, request: Request, token: str, path: str) -> None:
+    """After the operator typed the token in a login form: the session cookie, for `path` only."""
+    response.set_cookie(
+        OPERATOR_SESSION_COOKIE,
+        operator_session(token),
+        max_age=OPERATOR_SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",  # the UI and the API are the same site (same host, or subdomains of one)
+        secure=request.url.scheme == "https",
+        path=path,
+    )
+
 
 # --- the codec server's keys --------------------------------------------------------------------
 
@@ -386,3 +419,14 @@ def get_phone_directory(database: DatabaseDep) -> PhoneDirectory:
 TwilioConfigDep = Annotated[TwilioWebhookConfig, Depends(get_twilio_webhook_config)]
 ConsentDep = Annotated[WritableConsent, Depends(get_consent_store)]
 PhoneDirectoryDep = Annotated[PhoneDirectory, Depends(get_phone_directory)]
+
+
+# --- the recovery ledger -------------------------------------------------------------------------
+
+
+def get_ledger(database: DatabaseDep) -> DatabaseLedger:
+    """The recovery ledger the workers write (`record_case`), in the same database."""
+    return DatabaseLedger(database)
+
+
+LedgerDep = Annotated[DatabaseLedger, Depends(get_ledger)]

@@ -26,6 +26,7 @@ from activities.stripe_backend import StripePayments
 from runtime import migrations
 from runtime.database import Database
 from runtime.links import CaseLinks, LinkSigner, parse_link_keys
+from runtime.ledger import DatabaseLedger
 from runtime.logging import configure_logging
 from runtime.settings import Settings, reveal
 from runtime.temporal import connect
@@ -43,9 +44,12 @@ from starter.api import pre_dunning
 from starter.api.routes import (
     codec_server,
     customer_page,
+    dashboard,
     dev_mailbox,
     health,
     in_app,
+    metrics,
+    reports,
     sandbox_portal,
     sms_webhook,
     stripe_webhook,
@@ -147,6 +151,10 @@ def create_app(
         # Under any ASGI server: the schema this code needs before the first request (several
         # replicas: one migrates, the others wait); an unreachable database stops the start.
         await asyncio.to_thread(migrations.upgrade, database, settings.dunning_state_dir)
+        if settings.dunning_feedback_retention_days is not None:
+            retention = timedelta(days=settings.dunning_feedback_retention_days)
+            blanked = await asyncio.to_thread(DatabaseLedger(database).prune_feedback_comments, retention)
+            log.info("feedback comments past retention blanked", comments=blanked, days=retention.days)
         yield
         database.dispose()
 
@@ -178,6 +186,8 @@ def create_app(
         else:
             payments = SandboxPayments(portal_url=f"{settings.public_url()}/dev/portal") if local_portal else SandboxPayments()
     app.state.payments = payments
+    app.state.metrics = metrics.ApiMetrics()
+    app.add_middleware(app.state.metrics.middleware)  # the webhooks' latency, for GET /metrics
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServiceUnavailable)
@@ -198,6 +208,9 @@ def create_app(
         log.info("local mailbox at /dev/mailbox", file=str(app.state.mailbox_file))
     if local_portal:
         app.include_router(sandbox_portal.router)
+    app.include_router(reports.router)  # operators: GET /v1/reports/recovery
+    app.include_router(dashboard.router)  # operators, in a browser: /dashboard
+    app.include_router(metrics.router)  # monitoring: GET /metrics
 
     if not settings.stripe_webhook_secret:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe answers 503 until it is")

@@ -8,8 +8,10 @@
     dunning extend-grace CASE --days N --reason R
     dunning retry-now CASE          (exit 1 when the case refuses)
     dunning reconcile [--apply]     open the cases Stripe's webhooks never told us about
-    dunning db upgrade              migrate the service's database (`DUNNING_DATABASE_URL`)
+    dunning db upgrade | prune      migrate the service's database (`DUNNING_DATABASE_URL`); apply retention
+    dunning report [--since D] [--until D] [--by G] [--json|--csv]   how much came back
     dunning setup-temporal          register the contract's search attributes (the deploy's one-shot job)
+    dunning customer export|forget CUSTOMER_ID   a customer's data in the database, as JSON / erased
     dunning demo                    realistic signed webhook traffic through the running API
 
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
@@ -26,10 +28,11 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -41,6 +44,10 @@ from dunning import contract
 from dunning.models import Stage
 from starter.cli import operator as ops
 from starter.cli import render
+
+if TYPE_CHECKING:
+    from runtime.database import Database
+    from runtime.settings import Settings
 
 app = typer.Typer(
     name="dunning",
@@ -313,6 +320,7 @@ def list_cases(
     """List cases, newest first, filtered through the search attributes."""
     query = contract.cases_query(stage=stage, customer_id=customer, min_amount=min_amount, open_only=open_only)
     rows = _run(lambda client: ops.list_cases(client, query, limit=limit))
+    _add_recovered_amounts(rows)
     if as_json:
         for row in rows:
             console.print_json(
@@ -320,6 +328,28 @@ def list_cases(
             )
         return
     console.print(render.cases_table(rows, query, width=console.width))
+
+
+def _add_recovered_amounts(rows: list[ops.CaseRow]) -> None:
+    """What each recovered case brought back, from the recovery ledger when this machine can read
+    the service's database (its AmountDue is 0 by then); without it the rows just say recovered."""
+    recovered = [r.workflow_id for r in rows if r.stage == Stage.RECOVERED.value]
+    if not recovered:
+        return
+    from runtime.database import Database
+    from runtime.ledger import DatabaseLedger
+    from runtime.settings import Settings
+
+    database = Database.from_settings(Settings())
+    try:
+        amounts = asyncio.run(DatabaseLedger(database).recovered(recovered))
+    except Exception:  # no database here, or not reachable: the list is still worth showing
+        amounts = {}
+    finally:
+        database.dispose()
+    for row in rows:
+        if row.workflow_id in amounts:
+            row.recovered_amount, row.currency = amounts[row.workflow_id][0], amounts[row.workflow_id][1] or row.currency
 
 
 app.command("list")(list_cases)
@@ -435,6 +465,116 @@ def db_upgrade() -> None:
     finally:
         database.dispose()
     console.print(f"database at revision {revision} (this version's head: {migrations.head()})")
+
+
+@db_app.command("prune")
+def db_prune(
+    feedback_days: Annotated[
+        int | None,
+        typer.Option(min=0, help="Blank comments of cases closed more than this many days ago (default: DUNNING_FEEDBACK_RETENTION_DAYS)."),
+    ] = None,
+) -> None:
+    """Apply the retention of the customers' free-text feedback (the API also does it at start)."""
+    from datetime import timedelta
+
+    from runtime.ledger import DatabaseLedger
+    from runtime.settings import Settings
+
+    settings = Settings()
+    days = feedback_days if feedback_days is not None else settings.dunning_feedback_retention_days
+    if days is None:
+        _fail("no retention set: give --feedback-days or DUNNING_FEEDBACK_RETENTION_DAYS")
+    with _database(settings) as database:
+        blanked = DatabaseLedger(database).prune_feedback_comments(timedelta(days=days))
+    console.print(f"{blanked} feedback comment(s) older than {days} day(s) blanked")
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    """The service's database, migrated (a command may be the first to touch it), disposed after."""
+    from runtime import migrations
+    from runtime.database import Database
+
+    database = Database.from_settings(settings)
+    try:
+        migrations.upgrade(database)
+        yield database
+    finally:
+        database.dispose()
+
+
+# --- how much came back -------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    since: Annotated[str | None, typer.Option(help="Cases opened on or after this day (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(help="Cases opened on or before this day (YYYY-MM-DD).")] = None,
+    by: Annotated[str | None, typer.Option(help="Group by policy, arm, decline_category, trigger, channel or step.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV: one line per group and currency.")] = False,
+) -> None:
+    """Recovery over the cases opened in a period, from the recovery ledger (docs/analytics.md)."""
+    import csv
+    from datetime import date
+
+    from dunning.reports import GROUPINGS, recovery_report
+    from runtime.ledger import DatabaseLedger
+    from runtime.settings import Settings
+
+    try:
+        first = date.fromisoformat(since) if since else None
+        last = date.fromisoformat(until) if until else None
+    except ValueError as err:
+        raise typer.BadParameter(f"dates are YYYY-MM-DD: {err}") from None
+    if by is not None and by not in GROUPINGS:
+        raise typer.BadParameter(f"--by {by!r}: one of {', '.join(GROUPINGS)}")
+    with _database(Settings()) as database:
+        rows = asyncio.run(DatabaseLedger(database).report_rows(first, last))
+    result = recovery_report(rows, by)
+    if as_json:
+        console.print_json(result.model_dump_json())
+    elif as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(render.REPORT_CSV_COLUMNS)
+        writer.writerows(render.report_csv_rows(result))
+    else:
+        period = f"{first or 'from the start'} – {last or 'today'}" if first or last else "(all)"
+        console.print(render.report_tables(result, period))
+
+
+# --- a customer's data --------------------------------------------------------------------------
+
+customer_app = typer.Typer(help="What the service's database keeps about one customer.", no_args_is_help=True)
+app.add_typer(customer_app, name="customer")
+
+
+@customer_app.command("export")
+def customer_export(customer_id: Annotated[str, typer.Argument(help="Stripe customer id (cus_…).")]) -> None:
+    """Every row the database keeps about the customer, as JSON (an access request)."""
+    from runtime.customer_data import export_customer
+    from runtime.settings import Settings
+
+    with _database(Settings()) as database:
+        exported = export_customer(database, customer_id)
+    sys.stdout.write(json.dumps(exported, indent=2, sort_keys=True) + "\n")
+
+
+@customer_app.command("forget")
+def customer_forget(
+    customer_id: Annotated[str, typer.Argument(help="Stripe customer id (cus_…).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do it without asking.")] = False,
+) -> None:
+    """Delete the customer's consent, links and ledger rows (an erasure request). Their cases'
+    Temporal histories expire with the namespace's retention (docs/operations.md)."""
+    from runtime.customer_data import forget_customer
+    from runtime.settings import Settings
+
+    if not yes and not typer.confirm(f"Delete everything the database keeps about {customer_id}?"):
+        raise typer.Exit(EXIT_IGNORED)
+    with _database(Settings()) as database:
+        deleted = forget_customer(database, customer_id)
+    console.print(f"forgot {customer_id}: " + ", ".join(f"{n} {table}" for table, n in deleted.items()))
 
 
 # --- events we never got ---------------------------------------------------------------------

@@ -58,6 +58,7 @@ class CaseRow:
     next_action_at: datetime | None
     outcome: str | None
     start_time: datetime | None
+    recovered_amount: int | None = None  # from the recovery ledger, when the CLI can read it
 
 
 async def list_cases(client: Client, query: str, limit: int = 100) -> list[CaseRow]:

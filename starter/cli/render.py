@@ -17,6 +17,7 @@ from rich.text import Text
 from dunning import contract
 from dunning.models import CaseStatus, ChargeResult, RetryNowResult, Stage
 from dunning.money import format_money
+from dunning.reports import RecoveryReport
 from starter.cli.operator import CaseRow
 
 STAGE_STYLE = {
@@ -98,13 +99,21 @@ def _next(at: datetime | None, compact: bool) -> str:
     return shown.split(" (")[0] if compact else shown  # `in 2h 59m`, without the clock
 
 
+def _owed(row: CaseRow) -> str | Text:
+    """What is owed, or for a recovered case what came back (its AmountDue is 0 by then)."""
+    if row.stage == Stage.RECOVERED.value:
+        amount = f" {money(row.recovered_amount, row.currency)}" if row.recovered_amount is not None else ""
+        return Text(f"recovered{amount}", style="green")
+    return money(row.amount_due, row.currency)
+
+
 def _case_cells(row: CaseRow, compact: bool) -> dict[str, str | Text]:
     case = (row.subscription_id or contract.subscription_of(row.workflow_id)) if compact else row.workflow_id
     return {
         "case": case,
         "customer": row.customer_id or "—",
         "stage": style_stage(row.stage),
-        "owed": money(row.amount_due, row.currency),
+        "owed": _owed(row),
         "decline": row.decline_category or "—",
         "tries": str(row.retry_attempts or 0),
         "next action": _next(row.next_action_at, compact),
@@ -167,7 +176,13 @@ def render_case(case: CaseStatus, now: datetime | None = None) -> Group:
     head.add_row("Customer", case.customer_id)
     head.add_row("Subscription", case.subscription_id)
     head.add_row("Policy", case.policy)
-    head.add_row("Owed", money(case.amount_due, case.currency))
+    paid = sum(i.amount_due for i in case.invoices if i.status == "paid")
+    if case.outcome is Stage.RECOVERED:
+        head.add_row("Recovered", Text(money(paid, case.currency), style="bold green"))
+    else:
+        head.add_row("Owed", money(case.amount_due, case.currency))
+        if paid:
+            head.add_row("Paid so far", money(paid, case.currency))
     head.add_row("Access", case.access.value)
     head.add_row("Opened", when(case.opened_at, now))
     if case.decline_category:
@@ -244,3 +259,57 @@ def retry_result_table(result: RetryNowResult, stage: str | None = None) -> Tabl
         style = "green" if r.status == "succeeded" else "red" if r.status == "declined" else "yellow"
         table.add_row(r.invoice_id, Text(r.status, style=style), _decline(r) or "—")
     return table
+
+
+# --- the recovery report ------------------------------------------------------------------------
+
+
+def _amounts(amounts: dict[str, int]) -> str:
+    return ", ".join(money(a, c) for c, a in amounts.items()) or "—"
+
+
+def _rate(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def report_tables(report: RecoveryReport, period: str) -> Group:
+    """`dunning report`: the cohort's figures, then one line per group."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Cases opened", str(report.cases))
+    head.add_row("Closed / still open", f"{report.closed} / {report.open_cases}")
+    head.add_row("Recovered", f"{report.recovered} ({_rate(report.recovery_rate)} of all cases opened)")
+    for currency, amount in report.recovered_amount.items():
+        share = report.amount_recovery_rate.get(currency, 0.0)
+        head.add_row(f"Recovered {currency.upper()}", f"{money(amount, currency)} ({_rate(share)} of {money(report.opened_amount.get(currency, 0), currency)})")
+    hours = report.median_hours_to_recover
+    p90 = report.p90_hours_to_recover
+    head.add_row("Time to recover", f"median {hours if hours is not None else '—'} h, p90 {p90 if p90 is not None else '—'} h")
+    head.add_row("Canceled (involuntary churn)", str(report.involuntary_churn))
+    head.add_row("Closed by the customer", str(report.closed_by_customer))
+    if report.feedback:
+        head.add_row("Why they left", ", ".join(f"{reason} {n}" for reason, n in report.feedback.items()))
+    parts: list[Panel | Table] = [Panel(head, title=f"Recovery: cases opened {period}", border_style="green")]
+    if report.by:
+        table = Table(title=f"by {report.by}", title_justify="left")
+        for column in ("key", "cases", "closed", "recovered", "rate", "recovered amount"):
+            table.add_column(column, justify="right" if column in ("cases", "closed", "recovered", "rate") else "left")
+        for g in report.groups:
+            table.add_row(g.key, str(g.cases), str(g.closed), str(g.recovered), _rate(g.recovery_rate), _amounts(g.recovered_amount))
+        parts.append(table)
+    return Group(*parts)
+
+
+REPORT_CSV_COLUMNS = ("key", "cases", "closed", "recovered", "recovery_rate", "currency", "recovered_amount")
+
+
+def report_csv_rows(report: RecoveryReport) -> list[list[object]]:
+    """One row per group and currency (amounts are never summed across currencies); the whole
+    cohort is the row keyed `all`."""
+    rows: list[list[object]] = []
+    for key, figures in [("all", report), *((g.key, g) for g in report.groups)]:
+        amounts = figures.recovered_amount or {"": 0}
+        for currency, amount in amounts.items():
+            rows.append([key, figures.cases, figures.closed, figures.recovered, figures.recovery_rate, currency, amount])
+    return rows

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -28,7 +31,7 @@ from workflows.dunning_workflow import DunningWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 #: Histories are recorded as `{scenario}.{RECORDING_TAG}.json`: the tag names the newest patch,
 #: so a new path is recorded beside the old files, which stay for the replay tests.
-RECORDING_TAG = "timezones"
+RECORDING_TAG = "ledger"
 #: Timer durations differ by the milliseconds a test's own steps take.
 TIMER_TOLERANCE = timedelta(seconds=2)
 
@@ -96,6 +99,7 @@ class Case:
         time-skipping server stops skipping time for good when an activity outlives its case."""
         while (await self.status()).next_action_at is None:
             await asyncio.sleep(0.02)
+        await settle([self.handle])
 
     async def wait_days(self, days: float) -> None:
         await self.env.sleep(timedelta(days=days))
@@ -129,6 +133,27 @@ class Case:
 
     async def sent(self) -> list[tuple[float, str, str]]:
         return [(d, c, t) for d, c, t, st in await self.messages() if st == "sent"]
+
+
+async def settle(handles: list[WorkflowHandle], timeout: float = 10.0) -> None:
+    """Until no open case among `handles` has an activity in flight (a ledger record started as
+    the case went to sleep), in real time: a test that ends then leaves no activity behind."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for handle in handles:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                # The raw call: the SDK's describe() can't decode the test server's Datetime attributes.
+                description = await handle._client.workflow_service.describe_workflow_execution(
+                    DescribeWorkflowExecutionRequest(
+                        namespace=handle._client.namespace, execution=WorkflowExecution(workflow_id=handle.id)
+                    )
+                )
+            except RPCError:
+                break
+            running = description.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+            if not running or not description.pending_activities:
+                break
+            await asyncio.sleep(0.02)
 
 
 def failure(invoice_id: str = "in_1", amount: int = 4900, currency: str = "eur", **kw: object) -> PaymentFailed:
@@ -172,6 +197,7 @@ class CaseRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await settle(self.handles)
         # The worker stops first, so no activity in flight outlives its case (the time-skipping
         # server then stops skipping time for good); then cases left open are ended, or they
         # would block time skipping for later tests (no worker polls their queue).

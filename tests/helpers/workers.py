@@ -20,7 +20,9 @@ from temporalio.worker import Worker
 
 from activities.backends import ConsentStore, EmailBackend, LinkIssuer, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
+from activities.ledger_activities import LedgerActivities
 from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
+from runtime.ledger import Ledger, MemoryLedger
 from workflows.card_expiry_workflow import CardExpiryWorkflow
 from workflows.dunning_workflow import DunningWorkflow
 
@@ -42,13 +44,14 @@ def new_worker(
     sms: SmsBackend | None = None,
     message_defaults: Mapping[str, str | None] | None = None,
     links: LinkIssuer | None = None,
+    ledger: Ledger | None = None,
     **kwargs: Any,
 ) -> Worker:
     """A worker for DunningWorkflow, CardExpiryWorkflow and the contract's activities, on a fresh task queue by default
     (so tests sharing a server never steal each other's tasks).
 
     Backends default to the sandbox ones; `outbox` serves both email and SMS unless `email` or
-    `sms` is given. Other keyword arguments go to `Worker` (e.g. max_concurrent_activities).
+    `sms` is given; `ledger` defaults to one in memory. Other keyword arguments go to `Worker` (e.g. max_concurrent_activities).
     """
     payments = SandboxPayments() if payments is None else payments
     outbox = SandboxOutbox() if outbox is None else outbox
@@ -64,7 +67,10 @@ def new_worker(
     return Worker(
         client,
         task_queue=task_queue or f"dunning-test-{uuid.uuid4().hex[:8]}",
-        activities=case_activities(PaymentActivities(payments), notifications),
+        activities=[
+            *case_activities(PaymentActivities(payments), notifications),
+            *LedgerActivities(MemoryLedger() if ledger is None else ledger).activities(),
+        ],
         **kwargs,
     )
 

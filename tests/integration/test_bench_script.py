@@ -27,7 +27,7 @@ def test_bench_quick_run_prints_every_section():
         timeout=170,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
-    assert len(SECTIONS) == 5
+    assert len(SECTIONS) == 6
     for title in SECTIONS:
         assert f"== {title} ==" in done.stdout, done.stdout
     assert "done in" in done.stdout

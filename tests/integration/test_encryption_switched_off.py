@@ -27,6 +27,8 @@ from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, 
 from dunning.models import DunningInput
 from runtime.codec import data_converter
 from runtime.preflight import check_open_cases_decodable
+from activities.ledger_activities import LedgerActivities
+from runtime.ledger import MemoryLedger
 from tests.helpers.case_harness import failure
 from tests.helpers.case_harness import make_policy as policy
 from tests.helpers.trust_harness import codec_client
@@ -45,7 +47,12 @@ def _worker(client: Client, task_queue: str) -> Worker:
     payments, outbox = SandboxPayments(), SandboxOutbox()
     pay = PaymentActivities(payments)
     notify = NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
-    return Worker(client, task_queue=task_queue, workflows=[DunningWorkflow, CardExpiryWorkflow], activities=case_activities(pay, notify))
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[DunningWorkflow, CardExpiryWorkflow],
+        activities=[*case_activities(pay, notify), *LedgerActivities(MemoryLedger()).activities()],
+    )
 
 
 async def _open_encrypted(dev_env: WorkflowEnvironment, keys: str, task_queue: str) -> WorkflowHandle:

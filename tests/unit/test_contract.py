@@ -40,6 +40,7 @@ ACTIVITIES = [
     "restore_access",
     "cancel_subscription",
     "get_customer",
+    "record_case",
 ]
 SEARCH_ATTRIBUTES = {
     "DunningStage": "Keyword",
@@ -79,7 +80,9 @@ def test_contract_module_spells_the_names_of_the_design() -> None:
 
 def test_the_workflow_and_the_activities_register_under_the_contracts_names() -> None:
     from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
+    from activities.ledger_activities import LedgerActivities
     from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
+    from runtime.ledger import MemoryLedger
     from workflows.dunning_workflow import DunningWorkflow
 
     # The SDK keeps the registered names on private definitions; no public API reads them.
@@ -97,9 +100,12 @@ def test_the_workflow_and_the_activities_register_under_the_contracts_names() ->
     assert sorted(reminders.queries) == QUERIES
 
     payments, outbox = SandboxPayments(), SandboxOutbox()
-    registered = case_activities(
-        PaymentActivities(payments), NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
-    )
+    registered = [
+        *case_activities(
+            PaymentActivities(payments), NotificationActivities(payments, outbox, outbox, MemoryConsentStore(), SandboxLinks())
+        ),
+        *LedgerActivities(MemoryLedger()).activities(),
+    ]
     names = [temporalio.activity._Definition.must_from_callable(fn).name for fn in registered]
     assert sorted(names) == sorted(ACTIVITIES)
 

@@ -22,7 +22,6 @@ import html
 import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -33,14 +32,14 @@ from temporalio.api.common.v1 import Payloads
 
 from runtime.codec import DecryptionError
 from starter.api.deps import (
-    OPERATOR_SESSION_COOKIE,
     CodecDep,
     CorsDep,
     OperatorAuth,
     codec_cors_headers,
     get_api_token,
-    operator_session,
     same_secret,
+    start_operator_session,
+    typed_token,
 )
 
 log = structlog.get_logger("dunning.codec_server")
@@ -152,25 +151,13 @@ async def login_form() -> HTMLResponse:
 
 @router.post("/login", include_in_schema=False, response_class=HTMLResponse)
 async def login(request: Request, expected: Annotated[str | None, Depends(get_api_token)]) -> HTMLResponse:
-    body = await request.body()
-    if len(body) > 4096:
+    supplied = await typed_token(request)
+    if supplied is None:
         return HTMLResponse(_LOGIN_FORM.format(message="Too long."), status_code=413)
-    try:
-        supplied = parse_qs(body.decode(), max_num_fields=5).get("token", [""])[0]
-    except (UnicodeDecodeError, ValueError):
-        supplied = ""
     if not expected or not supplied or not same_secret(supplied, expected):
         log.warning("codec server login refused", origin=request.headers.get("origin"))
         return HTMLResponse(_LOGIN_FORM.format(message=html.escape("Wrong token.")), status_code=401)
     response = HTMLResponse(_LOGIN_FORM.format(message="Signed in: the Temporal UI can now decode."))
-    response.set_cookie(
-        OPERATOR_SESSION_COOKIE,
-        operator_session(expected),
-        max_age=8 * 3600,
-        httponly=True,
-        samesite="strict",  # the UI and the API are the same site (same host, or subdomains of one)
-        secure=request.url.scheme == "https",
-        path="/codec",
-    )
+    start_operator_session(response, request, expected, path="/codec")
     log.info("codec server login")
     return response

@@ -1,0 +1,108 @@
+"""The operators' view of the ledger over HTTP: the report's contract JSON, /metrics, the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from runtime.database import DatabaseUnavailable
+from runtime.ledger import DatabaseLedger
+from runtime.settings import Settings
+from starter.api import deps
+from starter.api.main import create_app
+from tests.helpers import ledger_checks
+
+TOKEN = "operator-token-123456"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _no_temporal() -> object:
+    raise RuntimeError("Failed client connect: no Temporal in unit tests")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> FastAPI:
+    settings = Settings(
+        dunning_api_token=TOKEN,
+        dunning_database_url=f"sqlite:///{tmp_path / 'dunning.sqlite3'}",
+        dunning_state_dir=tmp_path,
+        dunning_feedback_retention_days=30,
+    )
+    application = create_app(settings, client_factory=_no_temporal)
+    from runtime import migrations
+
+    migrations.upgrade(application.state.database)
+    ledger = DatabaseLedger(application.state.database)
+    asyncio.run(ledger.record(ledger_checks.recovered("c1", "cus_1")))
+    open_case = ledger_checks.facts("c2", "cus_2", amount=2500, currency="usd")
+    asyncio.run(ledger.record(ledger_checks.CaseRecord(facts=open_case, events=[ledger_checks.event("opened", "opened")])))
+    return application
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dunning.test")
+
+
+async def test_the_recovery_report_is_the_contracts_json(app: FastAPI) -> None:
+    async with client(app) as http:
+        assert (await http.get("/v1/reports/recovery")).status_code == 401
+        body = (await http.get("/v1/reports/recovery", params={"by": "trigger"}, headers=AUTH)).json()
+        assert body == {
+            "cases": 2,
+            "closed": 1,
+            "recovered": 1,
+            "recovery_rate": 0.5,
+            "recovered_amount": {"eur": 4900},
+            "median_hours_to_recover": 72.0,
+            "groups": [
+                {"key": "card_update", "cases": 1, "closed": 1, "recovered": 1, "recovery_rate": 1.0, "recovered_amount": {"eur": 4900}},
+                {"key": "none", "cases": 1, "closed": 0, "recovered": 0, "recovery_rate": 0.0, "recovered_amount": {}},
+            ],
+        }  # fmt: skip
+        later = (await http.get("/v1/reports/recovery", params={"since": "2026-12-01"}, headers=AUTH)).json()
+        assert later["cases"] == 0 and later["groups"] == []
+        assert (await http.get("/v1/reports/recovery", params={"by": "colour"}, headers=AUTH)).status_code == 422
+
+
+async def test_the_report_answers_503_while_the_database_is_down(app: FastAPI) -> None:
+    class Down(DatabaseLedger):
+        async def report_rows(self, since=None, until=None):  # type: ignore[no-untyped-def]
+            raise DatabaseUnavailable("database unavailable: connection refused")
+
+    app.dependency_overrides[deps.get_ledger] = lambda: Down(app.state.database)
+    async with client(app) as http:
+        answer = await http.get("/v1/reports/recovery", headers=AUTH)
+        assert answer.status_code == 503 and answer.headers["Retry-After"]
+
+
+async def test_metrics_read_the_ledger_and_time_the_webhooks(app: FastAPI) -> None:
+    async with client(app) as http:
+        await http.post("/webhooks/stripe", content=b"{}")  # refused (no secret): still timed
+        text = (await http.get("/metrics")).text
+    assert "dunning_cases_opened_total 2.0" in text
+    assert 'dunning_cases_closed_total{outcome="recovered"} 1.0' in text
+    assert 'dunning_recovered_amount_total{currency="eur"} 4900.0' in text
+    assert 'dunning_charge_attempts_total{result="succeeded"} 1.0' in text
+    assert "# TYPE dunning_messages_total counter" in text
+    assert 'dunning_webhook_request_duration_seconds_count{path="/webhooks/stripe"' in text
+
+
+async def test_the_dashboard_signs_in_with_the_token_then_draws_the_figures(app: FastAPI) -> None:
+    async with client(app) as http:
+        first = await http.get("/dashboard")
+        assert first.status_code == 303 and first.headers["location"] == "/dashboard/login"
+        assert (await http.post("/dashboard/login", data={"token": "wrong"})).status_code == 401
+        signed = await http.post("/dashboard/login", data={"token": TOKEN})
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"]
+        assert "Path=/dashboard" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = await http.get("/dashboard")
+    assert page.status_code == 200
+    html = page.text
+    assert html.count("<svg") >= 5 and "<script" not in html and "http://" not in html.split("</style>")[0]
+    assert "Recovery rate by weekly cohort" in html and "49.00 EUR" in html
+    assert "Temporal is not reachable" in html  # the ledger's figures are shown all the same
