@@ -187,6 +187,15 @@ class DatabaseLedger:
     async def totals(self) -> LedgerTotals:
         return await asyncio.to_thread(self.database.run, totals_of)
 
+    async def outcome(self, case_id: str) -> tuple[str, datetime] | None:
+        """How and when a closed case ended, as the ledger keeps it after Temporal forgot the case
+        (the customer page's last source); None while open or unknown."""
+        query = select(ledger_cases.c.outcome, ledger_cases.c.closed_at).where(ledger_cases.c.case_id == case_id)
+        row = await asyncio.to_thread(self.database.run, lambda db: db.execute(query).first())
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return str(row[0]), _utc(row[1])
+
     async def recovered(self, case_ids: list[str]) -> dict[str, tuple[int, str | None]]:
         """Recovered amount and currency of each of these cases the ledger knows as recovered."""
         if not case_ids:

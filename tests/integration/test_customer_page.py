@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from dunning.policy import SHIPPED_POLICY_DIR
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe, Reply
 from runtime import migrations
+from runtime.ledger import ledger_cases
 from runtime.links import customer_links
 from runtime.settings import Settings
 from starter.api.main import create_app
@@ -244,3 +245,37 @@ async def test_a_forged_or_altered_token_gets_the_404_page_without_data(dev_env,
         response = await w.api.post(f"/c/{bad}/cancel", data={"csrf": "x"})
         assert response.status_code == 404
         assert (await w.status()).outcome is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "days_ago", "shown", "status_code"),
+    [
+        ("recovered", 3, "All settled, thank you", 200),
+        ("canceled", 3, "Your subscription has ended", 200),
+        ("closed_by_customer", 3, "Your subscription is canceled", 200),
+        ("recovered", 31, "This link has expired", 410),
+    ],
+)
+async def test_once_temporal_forgot_the_case_the_ledger_says_how_it_ended(
+    dev_env, httpserver, tmp_path, outcome, days_ago, shown, status_code
+):
+    """Past Temporal's retention the page still answers from the ledger: the outcome only, no data."""
+    async with world(dev_env, httpserver, tmp_path) as w:
+        links = w.app.state.links
+        case_id = f"dunning-sub_gone_{w.suffix}@20260101T000000Z"
+        url = await links.issue(case_id=case_id, workflow_id=f"dunning-sub_gone_{w.suffix}", run_id="", customer_id="cus_gone")
+        closed = datetime.now(UTC) - timedelta(days=days_ago)
+        with w.app.state.database.engine.begin() as db:
+            db.execute(
+                ledger_cases.insert().values(
+                    case_id=case_id, workflow_id=f"dunning-sub_gone_{w.suffix}", subscription_id="sub_gone",
+                    customer_id="cus_gone", policy="default", opened_at=closed - timedelta(days=5), amount=4900,
+                    recovered_amount=4900 if outcome == "recovered" else 0, currency="eur", stage=outcome,
+                    outcome=outcome, closed_at=closed, charge_attempts=1, messages_sent=1, customer_extensions=0,
+                    seq=1, updated_at=closed,
+                )
+            )
+        response = await w.api.get(url.removeprefix(PUBLIC_URL))
+        assert response.status_code == status_code
+        text = html_text.unescape(response.text)
+        assert shown in text and "€" not in text and "cus_gone" not in text

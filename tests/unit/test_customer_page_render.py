@@ -112,7 +112,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
     "canceling": ({"feedback": FEEDBACK, "timeline": [TimelineEntry(at=CLOSED, event="customer_canceled")]}, None),
     "written_off": ({"stage": Stage.WRITTEN_OFF, "outcome": Stage.WRITTEN_OFF, "closed_at": CLOSED}, None),
 }
-MESSAGES = ["not_found", "expired", "closed", "busy", "too_many"]
+MESSAGES = ["not_found", "expired", "closed", "ended", "goodbye_kept", "busy", "too_many"]
 
 
 def reminder(lang: str, **changes: Any) -> CardExpiryStatus:

@@ -38,7 +38,8 @@ from dunning.card_expiry import CardExpiryStatus
 from dunning.models import CancelReason, CaseStatus, CustomerFeedback, DeclineCategory, ExtendGrace, Stage, SubscriptionCanceled
 from runtime.links import LINK_VALID_AFTER_CLOSE, TOKEN_LENGTH, CaseLinks, LinkRecord, LinkSigner
 from runtime.database import DatabaseUnavailable
-from starter.api.deps import CaseLinksDep, PaymentsDep, SettingsDep, TemporalDep, is_transient
+from runtime.ledger import DatabaseLedger
+from starter.api.deps import CaseLinksDep, LedgerDep, PaymentsDep, SettingsDep, TemporalDep, is_transient
 from starter.api.page_texts import TEXTS
 
 log = structlog.get_logger("dunning.api.customer_page")
@@ -200,8 +201,17 @@ async def find_case(client: Client, record: LinkRecord) -> FoundCase:
     return FoundCase(record, None, current=False)
 
 
+#: The page for a case the ledger knows closed (Temporal forgot it): the outcome, no customer data.
+LEDGER_OUTCOME_PAGES = {
+    Stage.RECOVERED.value: "recovered",
+    Stage.CANCELED.value: "ended",
+    Stage.CLOSED_BY_CUSTOMER.value: "goodbye_kept",
+    Stage.WRITTEN_OFF.value: "written_off",
+}
+
+
 async def _lookup(
-    request: Request, token: str, links: CaseLinks, client: Client, settings: Any
+    request: Request, token: str, links: CaseLinks, client: Client, settings: Any, ledger: DatabaseLedger
 ) -> FoundCase | FoundReminder | HTMLResponse:
     if len(token) != TOKEN_LENGTH or not _allowed(request, token):
         if len(token) == TOKEN_LENGTH:
@@ -224,8 +234,16 @@ async def _lookup(
     now = datetime.now(UTC)
     status = found.status
     if status is None:
-        expired = now > record.last_issued_at + LINK_VALID_AFTER_CLOSE
-        return _message(request, settings, "expired" if expired else "closed", 410 if expired else 200)
+        # Temporal no longer keeps the case: the ledger still says how it ended (no other data).
+        try:
+            ended = await ledger.outcome(record.case_id)
+        except DatabaseUnavailable:
+            return _message(request, settings, "busy", 503)
+        closed_at = ended[1] if ended else record.last_issued_at
+        if now > closed_at + LINK_VALID_AFTER_CLOSE:
+            return _message(request, settings, "expired", 410)
+        key = LEDGER_OUTCOME_PAGES.get(ended[0], "closed") if ended else "closed"
+        return _message(request, settings, key, 200)
     if status.closed_at and now > status.closed_at + LINK_VALID_AFTER_CLOSE:
         return _message(request, settings, "expired", 410, _language(status.customer_locale))
     return found
@@ -404,9 +422,15 @@ async def stylesheet() -> FileResponse:
 
 @router.get("/c/{token}")
 async def customer_page(
-    request: Request, token: TOKEN, links: CaseLinksDep, client: TemporalDep, settings: SettingsDep, done: str | None = None
+    request: Request,
+    token: TOKEN,
+    links: CaseLinksDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    ledger: LedgerDep,
+    done: str | None = None,
 ) -> Response:
-    found = await _lookup(request, token, links, client, settings)
+    found = await _lookup(request, token, links, client, settings, ledger)
     if isinstance(found, HTMLResponse):
         return found
     if isinstance(found, FoundReminder):
@@ -428,11 +452,17 @@ async def customer_page(
 
 @router.get("/c/{token}/update")
 async def update_card(
-    request: Request, token: TOKEN, links: CaseLinksDep, client: TemporalDep, settings: SettingsDep, payments: PaymentsDep
+    request: Request,
+    token: TOKEN,
+    links: CaseLinksDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    payments: PaymentsDep,
+    ledger: LedgerDep,
 ) -> Response:
     """303 to where the card is updated, created now (a portal session lives minutes): the
     invoice's hosted page when the bank wants the customer to confirm or the portal refuses."""
-    found = await _lookup(request, token, links, client, settings)
+    found = await _lookup(request, token, links, client, settings, ledger)
     if isinstance(found, HTMLResponse):
         return found
     page_url = links.url(token)
@@ -494,9 +524,10 @@ async def more_time(
     links: CaseLinksDep,
     client: TemporalDep,
     settings: SettingsDep,
+    ledger: LedgerDep,
     csrf: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    found = await _lookup(request, token, links, client, settings)
+    found = await _lookup(request, token, links, client, settings, ledger)
     if isinstance(found, HTMLResponse):
         return found
     if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
@@ -532,11 +563,12 @@ async def cancel(
     links: CaseLinksDep,
     client: TemporalDep,
     settings: SettingsDep,
+    ledger: LedgerDep,
     csrf: Annotated[str, Form(max_length=64)] = "",
     reason: Annotated[str, Form(max_length=40)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    found = await _lookup(request, token, links, client, settings)
+    found = await _lookup(request, token, links, client, settings, ledger)
     if isinstance(found, HTMLResponse):
         return found
     if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
