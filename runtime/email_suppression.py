@@ -118,8 +118,9 @@ class DatabaseEmailSuppressions:
                     at=event.at,
                 )
                 .on_conflict_do_nothing(index_elements=[email_events.c.event_id])
+                .returning(email_events.c.event_id)  # rowcount is not reliable here on psycopg
             )
-            if not inserted.rowcount:
+            if inserted.first() is None:
                 continue  # a redelivery: already recorded
             new.append(event)
             upsert = self.database.insert(email_suppressions).values(
