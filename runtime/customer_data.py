@@ -56,7 +56,8 @@ def forget_customer(database: Database, customer_id: str) -> dict[str, int]:
     """Deletes every row about the customer, in one transaction; returns how many per table.
 
     The SMS opt-out goes too, so run it once the customer's cases are closed: a case still open
-    would find no opt-out and could text them again (the CLI warns about open cases)."""
+    would find no opt-out and could text them again (the CLI warns about open cases). Their email
+    suppressions go too: SendGrid's own suppression list still drops mail to a bounced address."""
 
     def erase(db: Connection) -> dict[str, int]:
         return {
