@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+from runtime.email_suppression import Suppression
 
 
 class Contact(BaseModel):
@@ -67,9 +69,24 @@ class LinkIssuer(Protocol):
 
 class EmailBackend(Protocol):
     async def send_email(
-        self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        idempotency_key: str,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Send one email; returns the provider's message id."""
+        """Send one email; returns the provider's message id. `tags` (customer_id, case_id) travel
+        with the message and come back in the provider's events (SendGrid's `custom_args`)."""
+
+
+class EmailSuppressions(Protocol):
+    """Addresses we no longer email (bounced, spam report, unsubscribed): the SendGrid webhook
+    writes them, `send_notification` reads them before every email."""
+
+    async def suppression_for(self, email: str) -> Suppression | None: ...
 
 
 class SmsBackend(Protocol):

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from activities.backends import (
     ConsentStore,
     EmailBackend,
+    EmailSuppressions,
     LinkIssuer,
     PaymentsBackend,
     ProviderRejected,
@@ -128,8 +129,11 @@ class NotificationActivities:
         links: LinkIssuer,
         message_defaults: Mapping[str, str | None] | None = None,
         mailbox: SandboxMailbox | None = None,
+        suppressions: EmailSuppressions | None = None,
     ) -> None:
         self.links = links
+        # Addresses SendGrid's Event Webhook told us to stop emailing (None: nothing is suppressed).
+        self.suppressions = suppressions
         self.payments = payments
         self.email = email
         self.sms = sms
@@ -187,6 +191,9 @@ class NotificationActivities:
                 )
         elif not to:
             return NotificationResult(channel=channel, status="skipped", reason="no email address")
+        elif self.suppressions is not None and (stopped := await self.suppressions.suppression_for(to)) is not None:
+            # Bounced, marked as spam or unsubscribed (SendGrid's Event Webhook): the ladder goes on by SMS.
+            return NotificationResult(channel=channel, status="skipped", reason=stopped.reason, fallback_channel=Channel.SMS)
         link = await self._link(request)
         try:
             message = render_message(
@@ -210,6 +217,7 @@ class NotificationActivities:
                     text=message.text,
                     html=message.html,
                     idempotency_key=request.idempotency_key,
+                    tags={"customer_id": request.customer_id, "case_id": request.case_id},
                 )
         except RecipientUnreachable as exc:
             if isinstance(exc, RecipientOptedOut):

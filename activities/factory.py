@@ -14,6 +14,7 @@ from activities.sandbox import SandboxMailbox, SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
+from runtime.email_suppression import DatabaseEmailSuppressions
 from runtime.links import CaseLinks, LinkSigner, parse_link_keys
 from runtime.ledger import DatabaseLedger
 from runtime.settings import ConfigError, Settings, reveal
@@ -62,6 +63,8 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
         links,
         message_defaults=settings.message_defaults(),
         mailbox=_sandbox_mailbox(settings),
+        # Bounces, spam reports, unsubscribes: the API's SendGrid webhook writes the same database.
+        suppressions=DatabaseEmailSuppressions(database),
     )
     # The recovery ledger: every case's facts, read back by the API's reports and metrics.
     ledger = LedgerActivities(DatabaseLedger(database))

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,7 +271,14 @@ class SandboxOutbox:
         return f"sandbox-{len(self.messages)}"
 
     async def send_email(
-        self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        idempotency_key: str,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         await self._pass_gate()
         return self._record(OutboxMessage("email", to, text, idempotency_key, subject, html))

@@ -11,7 +11,8 @@ Errors, as `send_notification` expects them:
   reason (final, shown in the case).
 
 Idempotency: SendGrid's Mail Send has no idempotency key. The key travels as the custom arg
-`idempotency_key` (it comes back in event webhooks) and the header `X-Idempotency-Key`, and the
+`idempotency_key` (it comes back in event webhooks, with the custom args `customer_id` and
+`case_id`, so a bounce or spam report finds its customer: starter/api/routes/sendgrid_webhook.py) and the header `X-Idempotency-Key`, and the
 backend remembers keys it already sent in this process. The residual risk: a 5xx or timeout
 *after* SendGrid accepted the message makes the activity retry send it a second time.
 """
@@ -23,6 +24,7 @@ import json
 import urllib.error
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -108,19 +110,36 @@ class SendGridEmail:
 
     # --- the protocol --------------------------------------------------------------
 
-    async def send_email(self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> str:
+    async def send_email(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        idempotency_key: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         if idempotency_key in self._sent:
             return self._sent[idempotency_key]
         if self.check_bounces:
             await asyncio.to_thread(self._raise_if_bounced, to)
-        message_id = await asyncio.to_thread(self._send, to, subject, text, html, idempotency_key)
+        message_id = await asyncio.to_thread(self._send, to, subject, text, html, idempotency_key, tags)
         self._sent[idempotency_key] = message_id
         log.info("email sent", provider="sendgrid", message_id=message_id, idempotency_key=idempotency_key)
         return message_id
 
     # --- in a thread -----------------------------------------------------------------
 
-    def build_mail(self, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> Mail:
+    def build_mail(
+        self,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        idempotency_key: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> Mail:
         mail = Mail(
             from_email=Email(self.from_email),
             to_emails=to,
@@ -129,6 +148,9 @@ class SendGridEmail:
             html_content=html,
         )
         mail.custom_arg = CustomArg("idempotency_key", idempotency_key)
+        for key, value in (tags or {}).items():
+            if value and key != "idempotency_key":
+                mail.custom_arg = CustomArg(key, str(value))
         mail.header = Header(IDEMPOTENCY_HEADER, idempotency_key)
         if self.reply_to:
             mail.reply_to = ReplyTo(self.reply_to)
@@ -136,8 +158,10 @@ class SendGridEmail:
             mail.category = Category(category)
         return mail
 
-    def _send(self, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> str:
-        mail = self.build_mail(to, subject, text, html, idempotency_key)
+    def _send(
+        self, to: str, subject: str, text: str, html: str | None, idempotency_key: str, tags: Mapping[str, str] | None
+    ) -> str:
+        mail = self.build_mail(to, subject, text, html, idempotency_key, tags)
         try:
             response = self._client.send(mail)
         except HTTPError as error:

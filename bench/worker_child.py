@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,7 +47,16 @@ class SinkOutbox:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send_email(self, *, to: str, subject: str, text: str, html: str | None, idempotency_key: str) -> str:
+    async def send_email(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        idempotency_key: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         self.sent += 1
         return f"sink-{self.sent}"
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from dunning import contract, schedule
 from dunning.declines import classify_decline, is_retryable_on_same_card
+from dunning.email_suppression import is_email_suppression
 from dunning.ledger import CaseRecord, new_record
 from dunning.models import (
     PAID_ELSEWHERE,
@@ -415,16 +416,30 @@ class Case:
 
     def hold_sms_if_quiet(self, step: NotifyStep, step_id: str, now: datetime) -> bool:
         """True when the customer's night holds this step's SMS back (sent later, never dropped)."""
+        return self._hold_sms(step.template, step_id, [Channel(c) for c in step.channels], now)
+
+    def hold_fallback_sms_if_quiet(self, delivery: Delivery, now: datetime) -> bool:
+        """Like a step's SMS, an SMS that stands in for a stopped email waits out the customer's
+        night. One after the money is settled (a thank-you) would wake them for nothing: it is
+        dropped, and the timeline says so."""
+        if delivery.channel is not Channel.SMS:
+            return False
+        if not delivery.settled:
+            return self._hold_sms(delivery.template, delivery.step_id, list(delivery.ladder_channels), now)
+        send_at = schedule.next_sms_time_everywhere(now, self.sms_zones(), self.policy.quiet_hours)
+        if send_at is None or send_at <= now:
+            return False
+        self.log(now, "message_skipped", f"{delivery.channel} '{delivery.template}': quiet hours, not worth a late SMS")
+        return True
+
+    def _hold_sms(self, template: str, step_id: str, channels: list[Channel], now: datetime) -> bool:
         zones = self.sms_zones()
         send_at = schedule.next_sms_time_everywhere(now, zones, self.policy.quiet_hours)
         if send_at is None or send_at <= now:
             return False  # None: no shared daytime at all; `sms_refusal` sends email instead
-        channels = [Channel(c) for c in step.channels]
-        self.state.pending_sms.append(
-            PendingSms(due_at=send_at, template=step.template, step=step_id, step_channels=channels)
-        )
+        self.state.pending_sms.append(PendingSms(due_at=send_at, template=template, step=step_id, step_channels=channels))
         where = f"quiet hours in one of {len(zones)} possible time zones" if len(zones) > 1 else "quiet hours"
-        self.log(now, "sms_deferred", f"'{step.template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC ({where})")
+        self.log(now, "sms_deferred", f"'{template}' SMS waits for {send_at:%Y-%m-%d %H:%M} UTC ({where})")
         return True
 
     def sms_refusal(self, delivery: Delivery, now: datetime) -> str | None:
@@ -527,6 +542,16 @@ class Case:
                 (*delivery.ladder_channels, result.fallback_channel),
                 delivery.settled,
             )
+        return None
+
+    def email_stopped(self) -> str | None:
+        """Why email to the customer stopped (bounced, spam report, unsubscribed), from the last
+        email the case could not send; None while email goes."""
+        for n in reversed(self.state.notifications):
+            if n.channel is Channel.EMAIL and n.status == "sent":
+                return None
+            if n.channel is Channel.EMAIL and n.status == "skipped" and is_email_suppression(n.reason):
+                return n.reason
         return None
 
     def customer_was_told(self) -> bool:
@@ -847,6 +872,9 @@ class Case:
                 f"The customer took more time on their page ({s.customer_extensions}"
                 f" of {self.policy.self_service_grace_limit})"
             )
+        stopped = self.email_stopped()
+        if stopped:
+            lines.append(f"Email stopped ({stopped}): messages go by SMS and the in-app banner")
         if s.canceled_by_customer:
             said = f"{s.feedback.reason.value}: {s.feedback.comment or '(no comment)'}" if s.feedback else "no reason given"
             lines.append(f"The customer canceled on their page ({said})")

@@ -2,7 +2,8 @@
 
 `dunning customer export CUSTOMER_ID` and `dunning customer forget CUSTOMER_ID` (a data subject's
 access and erasure requests). The database holds the customer's SMS consent and its audit trail,
-the numbers we texted, the links of their cases (and whether they clicked them) and the recovery
+the numbers we texted, the email addresses SendGrid told us to stop writing to (and those
+events), the links of their cases (and whether they clicked them) and the recovery
 ledger's rows of their cases. What it does not hold stays where it is: the cases themselves are
 Temporal workflow histories, which expire with the namespace's retention period
 (docs/operations.md), and the providers (Stripe, SendGrid, Twilio) keep their own records.
@@ -17,11 +18,21 @@ from sqlalchemy import Connection, Table, delete, select
 
 from runtime.consent import consent_events, sms_consent, sms_recipients
 from runtime.database import Database
+from runtime.email_suppression import email_events, email_suppressions
 from runtime.ledger import ledger_cases, ledger_events
 from runtime.links import customer_links
 
 #: Every table with a `customer_id`, in the order they are exported and forgotten.
-CUSTOMER_TABLES: tuple[Table, ...] = (sms_consent, consent_events, sms_recipients, customer_links, ledger_cases, ledger_events)
+CUSTOMER_TABLES: tuple[Table, ...] = (
+    sms_consent,
+    consent_events,
+    sms_recipients,
+    customer_links,
+    ledger_cases,
+    ledger_events,
+    email_suppressions,
+    email_events,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +56,8 @@ def forget_customer(database: Database, customer_id: str) -> dict[str, int]:
     """Deletes every row about the customer, in one transaction; returns how many per table.
 
     The SMS opt-out goes too, so run it once the customer's cases are closed: a case still open
-    would find no opt-out and could text them again (the CLI warns about open cases)."""
+    would find no opt-out and could text them again (the CLI warns about open cases). Their email
+    suppressions go too: SendGrid's own suppression list still drops mail to a bounced address."""
 
     def erase(db: Connection) -> dict[str, int]:
         return {

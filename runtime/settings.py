@@ -124,6 +124,9 @@ class Settings(BaseSettings):
 
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str | None = None
+    # The Signed Event Webhook's verification key (Mail Settings → Event Webhook; base64 DER of an
+    # ECDSA P-256 public key): `POST /webhooks/sendgrid/events` answers 503 while it is unset.
+    sendgrid_webhook_public_key: str | None = None
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None

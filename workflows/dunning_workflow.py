@@ -95,6 +95,8 @@ CUSTOMER_CANCELS_ON_PAGE = "customer-cancels-on-page"
 SMS_ONLY_IN_SHARED_DAYTIME = "sms-only-in-shared-daytime"
 #: The case writes its facts to the recovery ledger (`record_case`) at its milestones.
 RECORD_TO_LEDGER = "record-case-to-ledger"
+#: An SMS standing in for a stopped email (bounced, spam, unsubscribed) waits out quiet hours.
+EMAIL_STOPPED_SMS_WAITS_FOR_DAYTIME = "email-stopped-sms-waits-for-daytime"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -277,6 +279,13 @@ class DunningWorkflow:
                 result = NotificationResult(channel=delivery.channel, status="failed", reason=_cause(err))
         fallback = case.record_notification(delivery, result, workflow.now())
         if fallback:
+            if (
+                fallback.channel is Channel.SMS  # email stopped: SendGrid said bounced, spam or unsubscribed
+                and workflow.patched(EMAIL_STOPPED_SMS_WAITS_FOR_DAYTIME)
+                and self._sms_refusal(fallback) is None
+                and case.hold_fallback_sms_if_quiet(fallback, workflow.now())
+            ):
+                return
             await self._deliver(fallback)
 
     def _sms_refusal(self, delivery: Delivery) -> str | None:

@@ -33,6 +33,7 @@ from dunning.policy import Policy
 from runtime.codec import EncryptionCodec, EncryptionConfigError
 from runtime.consent import DatabaseConsentStore, PhoneDirectory
 from runtime.database import Database, DatabaseUnavailable
+from runtime.email_suppression import DatabaseEmailSuppressions
 from runtime.links import CaseLinks
 from runtime.ledger import DatabaseLedger
 from runtime.settings import Settings, reveal
@@ -430,3 +431,14 @@ def get_ledger(database: DatabaseDep) -> DatabaseLedger:
 
 
 LedgerDep = Annotated[DatabaseLedger, Depends(get_ledger)]
+
+
+# --- email suppressions ----------------------------------------------------------------------------
+
+
+def get_email_suppressions(database: DatabaseDep) -> DatabaseEmailSuppressions:
+    """Addresses SendGrid's Event Webhook stopped (the workers read them before every email)."""
+    return DatabaseEmailSuppressions(database)
+
+
+EmailSuppressionsDep = Annotated[DatabaseEmailSuppressions, Depends(get_email_suppressions)]

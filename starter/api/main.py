@@ -1,6 +1,7 @@
 """The HTTP API: the ASGI app `starter.api:app` (`dunning api`, or any ASGI server).
 
 One router per caller (routes/): `POST /webhooks/stripe`, `POST /webhooks/twilio/sms`,
+`POST /webhooks/sendgrid/events`,
 `GET /v1/customers/{customer_id}/dunning`, the codec server under `/codec`, and `GET /healthz`;
 in development with sandbox providers (`dunning up`), the local mailbox at `GET /dev/mailbox`.
 """
@@ -51,6 +52,7 @@ from starter.api.routes import (
     metrics,
     reports,
     sandbox_portal,
+    sendgrid_webhook,
     sms_webhook,
     stripe_webhook,
 )
@@ -69,26 +71,29 @@ class BodySizeLimit:
     """Refuses request bodies over `max_bytes` with 413, by Content-Length up front and by
     counting while streaming (chunked bodies), before any route reads them whole."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths that take more (SendGrid's event batches reach 768 KB).
+        self.by_path = by_path or {}
 
-    async def _too_large(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+    async def _too_large(self, send: Send, limit: int) -> None:
+        response = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
         await response(scope={"type": "http"}, receive=_nothing, send=send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.by_path.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_bytes
+                too_big = int(length) > limit
             except ValueError:
                 too_big = False
             if too_big:
-                await self._too_large(send)
+                await self._too_large(send, limit)
                 return
 
         received = 0
@@ -99,7 +104,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -113,7 +118,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(send, limit)
 
 
 async def _nothing() -> Message:
@@ -188,7 +193,11 @@ def create_app(
     app.state.payments = payments
     app.state.metrics = metrics.ApiMetrics()
     app.add_middleware(app.state.metrics.middleware)  # the webhooks' latency, for GET /metrics
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=max_body_bytes,
+        by_path={sendgrid_webhook.PATH: max(max_body_bytes, sendgrid_webhook.MAX_BODY_BYTES)},
+    )
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(request: Request, exc: ServiceUnavailable) -> Response:
@@ -197,6 +206,7 @@ def create_app(
 
     app.include_router(stripe_webhook.router)  # Stripe: POST /webhooks/stripe
     app.include_router(sms_webhook.router)  # Twilio: POST /webhooks/twilio/sms
+    app.include_router(sendgrid_webhook.router)  # SendGrid: POST /webhooks/sendgrid/events
     app.include_router(in_app.router)  # the SaaS app: GET /v1/customers/{customer_id}/dunning
     app.include_router(codec_server.router)  # operators: /codec/decode, /codec/encode (Temporal UI, CLI)
     app.include_router(health.router)  # operators and probes: GET /healthz

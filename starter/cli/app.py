@@ -565,7 +565,7 @@ def customer_forget(
     customer_id: Annotated[str, typer.Argument(help="Stripe customer id (cus_…).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do it without asking.")] = False,
 ) -> None:
-    """Delete the customer's consent, links and ledger rows (an erasure request). Their cases'
+    """Delete the customer's consent, links, email suppressions and ledger rows (an erasure request). Their cases'
     Temporal histories expire with the namespace's retention (docs/operations.md)."""
     from runtime.customer_data import forget_customer
     from runtime.settings import Settings

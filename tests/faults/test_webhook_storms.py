@@ -47,9 +47,11 @@ class CountingOutbox(SandboxOutbox):
         super().__init__()
         self.sends: Counter = Counter()
 
-    async def send_email(self, *, to, subject, text, html, idempotency_key) -> str:
+    async def send_email(self, *, to, subject, text, html, idempotency_key, tags=None) -> str:
         self.sends[(to, "email", subject)] += 1
-        return await super().send_email(to=to, subject=subject, text=text, html=html, idempotency_key=idempotency_key)
+        return await super().send_email(
+            to=to, subject=subject, text=text, html=html, idempotency_key=idempotency_key, tags=tags
+        )
 
     async def send_sms(self, *, to, body, idempotency_key) -> str:
         self.sends[(to, "sms", body)] += 1

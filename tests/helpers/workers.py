@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import ConsentStore, EmailBackend, LinkIssuer, PaymentsBackend, SmsBackend
+from activities.backends import ConsentStore, EmailBackend, EmailSuppressions, LinkIssuer, PaymentsBackend, SmsBackend
 from activities.case_activities import NotificationActivities, PaymentActivities, case_activities
 from activities.ledger_activities import LedgerActivities
 from activities.sandbox import MemoryConsentStore, SandboxLinks, SandboxOutbox, SandboxPayments
@@ -45,6 +45,7 @@ def new_worker(
     message_defaults: Mapping[str, str | None] | None = None,
     links: LinkIssuer | None = None,
     ledger: Ledger | None = None,
+    suppressions: EmailSuppressions | None = None,
     **kwargs: Any,
 ) -> Worker:
     """A worker for DunningWorkflow, CardExpiryWorkflow and the contract's activities, on a fresh task queue by default
@@ -62,6 +63,7 @@ def new_worker(
         MemoryConsentStore() if consent is None else consent,
         SandboxLinks() if links is None else links,
         message_defaults=message_defaults,
+        suppressions=suppressions,
     )
     kwargs.setdefault("workflows", [DunningWorkflow, CardExpiryWorkflow])
     return Worker(

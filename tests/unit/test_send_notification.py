@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ from activities.sandbox import SandboxLinks, SandboxOutbox, SandboxPayments
 from activities.sendgrid_backend import SendGridEmail
 from activities.twilio_backend import TwilioSms
 from dunning.models import Channel, NotificationRequest
+from dunning.email_suppression import SuppressionKind, suppression_reason
 from runtime.consent import DatabaseConsentStore
+from runtime.email_suppression import DatabaseEmailSuppressions, SuppressionEvent
 from runtime.database import Database
 from runtime.links import CaseLinks, LinkSigner
 from runtime.settings import Settings
@@ -118,7 +121,12 @@ async def test_email_in_the_customer_language(httpserver: HTTPServer, notify) ->
     assert sent["content"][0] == {"type": "text/plain", "value": expected.text}
     assert sent["content"][1]["value"] == expected.html
     assert "Hallo Jonas," in expected.text and "19,90\xa0€" in expected.text and "24. November 2026" in expected.text
-    assert sent["custom_args"] == {"idempotency_key": "dunning-sub_1/step-1/email"}
+    # They come back in SendGrid's events: a bounce or spam report finds its customer and case.
+    assert sent["custom_args"] == {
+        "idempotency_key": "dunning-sub_1/step-1/email",
+        "customer_id": "cus_de",
+        "case_id": "dunning-sub_1",
+    }
 
 
 async def test_sms_goes_out_and_the_number_is_remembered_for_stop(httpserver: HTTPServer, notify, consent) -> None:
@@ -258,3 +266,45 @@ async def test_a_stop_that_never_reached_stripe_is_mended_at_the_next_sms(httpse
     assert (result.status, result.fallback_channel) == ("skipped", Channel.EMAIL)
     assert payments.customers["cus_de"].sms_opted_out
     assert httpserver.log == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "detail", "reason"),
+    [
+        (SuppressionKind.BOUNCE, "550 5.1.1 unknown user", "email bounced: 550 5.1.1 unknown user"),
+        (SuppressionKind.SPAMREPORT, None, "marked as spam"),
+        (SuppressionKind.UNSUBSCRIBE, None, "unsubscribed"),
+    ],
+)
+async def test_a_suppressed_address_gets_no_email_and_the_step_goes_by_sms(
+    httpserver: HTTPServer, payments, consent, kind: SuppressionKind, detail: str | None, reason: str
+) -> None:
+    """SendGrid's Event Webhook recorded the address: the email is skipped with the reason (no
+    request reaches SendGrid) and the case is told to use SMS instead."""
+    suppressions = DatabaseEmailSuppressions(consent.database)
+    await suppressions.record(
+        [SuppressionEvent("ev-1", "Jonas@Example.DE", kind, suppression_reason(kind, detail), datetime.now(UTC), "cus_de")]
+    )
+    email = SendGridEmail("SG.key", "billing@acme.example", host=httpserver.url_for(""), check_bounces=False, timeout=2)
+    sms = TwilioSms(SID, "token", "+15005550006", api_base=httpserver.url_for(""), timeout=2)
+    notify = NotificationActivities(payments, email, sms, consent, page_links(consent), suppressions=suppressions)
+
+    result = await run(notify, request(Channel.EMAIL))
+    assert (result.status, result.reason, result.fallback_channel) == ("skipped", reason, Channel.SMS)
+    assert httpserver.log == []
+
+    # The SMS that goes instead is an ordinary one.
+    httpserver.expect_request(MESSAGES, method="POST").respond_with_json({"sid": "SM1", "status": "queued"}, status=201)
+    sms_result = await run(notify, request(Channel.SMS))
+    assert sms_result.status == "sent"
+
+
+async def test_an_address_not_suppressed_is_emailed(httpserver: HTTPServer, payments, consent) -> None:
+    suppressions = DatabaseEmailSuppressions(consent.database)
+    await suppressions.record(
+        [SuppressionEvent("ev-2", "someone.else@example.de", SuppressionKind.SPAMREPORT, "marked as spam", datetime.now(UTC))]
+    )
+    email = SendGridEmail("SG.key", "billing@acme.example", host=httpserver.url_for(""), check_bounces=False, timeout=2)
+    notify = NotificationActivities(payments, email, SandboxOutbox(), consent, page_links(consent), suppressions=suppressions)
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_response(Response(status=202))
+    assert (await run(notify, request(Channel.EMAIL))).status == "sent"
