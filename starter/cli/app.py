@@ -217,12 +217,14 @@ def api(
     """Serve the HTTP API (`starter.api:app`) with uvicorn."""
     import uvicorn
 
+    from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.settings import Settings
 
     # The app loads them at start-up too, but under uvicorn a bad file is a 120-line traceback
     # before the reason: check first and say only the reason.
-    load_policies(Settings().dunning_policy_dir)
+    folder = Settings().dunning_policy_dir
+    load_experiments(folder, load_policies(folder))
 
     uvicorn.run("starter.api:app", host=host, port=port, log_level=log_level, proxy_headers=True)
 
@@ -589,6 +591,7 @@ def reconcile(
     Run it after installing the service and after the API was unreachable for longer than Stripe's
     three days of webhook retries. Dry run by default; idempotent with --apply.
     """
+    from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.settings import Settings, reveal
     from starter.cli.reconcile import findings_table
@@ -598,12 +601,13 @@ def reconcile(
     if not reveal(settings.stripe_api_key):
         _fail("STRIPE_API_KEY is not set: reconcile reads the open invoices from Stripe")
     policies = load_policies(settings.dunning_policy_dir)
+    experiments = load_experiments(settings.dunning_policy_dir, policies)
 
     async def work(client: Client):  # noqa: ANN202
         from activities.backends import ProviderRejected, ProviderUnavailable
 
         try:
-            return await run(client, settings, policies, apply=apply, console=err_console)
+            return await run(client, settings, policies, apply=apply, console=err_console, experiments=experiments)
         except (ProviderRejected, ProviderUnavailable) as err:
             raise Failure(str(err)) from err
 
