@@ -139,6 +139,11 @@ async def test_the_experiment_report_is_the_contracts_json(tmp_path: Path) -> No
         assert (await http.get("/v1/reports/experiments/holdout-q1")).status_code == 401
         assert (await http.get("/v1/reports/experiments/nope", headers=AUTH)).status_code == 404
         body = (await http.get("/v1/reports/experiments/holdout-q1", headers=AUTH)).json()
+        await http.post("/dashboard/login", data={"token": TOKEN})
+        page = (await http.get("/dashboard", params={"since": "2030-01-01"})).text
+    # A section per experiment, over all its cases whatever the period shown.
+    assert "Experiment holdout-q1" in page and "too early" in page and "+0.0" not in page
+    assert page.count('<td class="n">control</td>') == 1 and "-100.0 pt" in page
     assert list(body) == ["name", "arms", "sample_ratio_p", "verdict"]
     assert body["name"] == "holdout-q1" and body["verdict"] == "too_early"
     control, minimal = body["arms"]
