@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from activities.messages import LANGUAGES, TEMPLATE_FILES, missing_templates
+from dunning.experiments import Experiment, load_experiments
 from dunning.policy import SHIPPED_POLICY_DIR, Policy, PolicyError, iso_duration, load_policies
 
 log = structlog.get_logger("dunning.policies")
@@ -59,4 +60,17 @@ def load_checked_policies(directory: Path | None = None) -> dict[str, Policy]:
                 policy=name,
                 retry_after=[],
             )
+    for experiment in load_experiments(directory, policies):
+        log.info(
+            "experiment running",
+            experiment=experiment.name,
+            applies_to=experiment.applies_to,
+            control=experiment.control,
+            arms=experiment.arms,
+        )
     return policies
+
+
+def load_checked_experiments(directory: Path | None, policies: dict[str, Policy]) -> list[Experiment]:
+    """`experiments.toml` of the folder (none: no experiments), checked against its policies."""
+    return load_experiments(Path(directory or SHIPPED_POLICY_DIR), policies)

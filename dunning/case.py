@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dunning import contract, schedule
+from dunning.experiments import arm_label
 from dunning.declines import classify_decline, is_retryable_on_same_card
 from dunning.email_suppression import is_email_suppression
 from dunning.ledger import CaseRecord, new_record
@@ -143,13 +144,25 @@ class Case:
         self.policy = policy
 
     @classmethod
-    def open(cls, workflow_id: str, subscription_id: str, customer_id: str, policy: Policy, now: datetime) -> Case:
+    def open(
+        cls,
+        workflow_id: str,
+        subscription_id: str,
+        customer_id: str,
+        policy: Policy,
+        now: datetime,
+        *,
+        experiment: str | None = None,
+        arm: str | None = None,
+    ) -> Case:
         state = CaseState(
             case_id=f"{workflow_id}@{now:%Y%m%dT%H%M%SZ}",
             subscription_id=subscription_id,
             customer_id=customer_id,
             opened_at=now,
             anchor=now,
+            experiment=experiment,
+            arm=arm if experiment else None,
         )
         return cls(state, policy)
 
@@ -851,6 +864,8 @@ class Case:
             contract.RETRY_ATTEMPTS.name: sum(1 for a in s.attempts if a.attempt > 0),
             contract.NEXT_ACTION_AT.name: next_action.until,
             contract.DUNNING_OUTCOME.name: s.outcome.value if s.outcome else "",
+            contract.DUNNING_POLICY.name: self.policy.name,
+            contract.EXPERIMENT_ARM.name: arm_label(s.experiment, s.arm) if s.experiment and s.arm else "",
         }
 
     def details(self, next_action: Wait) -> str:
@@ -859,7 +874,8 @@ class Case:
         at, label = next_action.until, next_action.label
         lines = [
             f"**{self.stage().value}** · {s.customer_id} · {plain_amount(self.amount_due(), self.currency() or '')}"
-            f" · {len(self.open_invoices())} open invoice(s) · policy `{self.policy.name}`",
+            f" · {len(self.open_invoices())} open invoice(s) · policy `{self.policy.name}`"
+            + (f" (experiment `{s.experiment}`, arm `{s.arm}`)" if s.experiment else ""),
             f"Next: {label} at {at:%Y-%m-%d %H:%M} UTC" if at and label else "Next: nothing scheduled",
         ]
         if s.paused:

@@ -144,6 +144,10 @@ DECLINE_CATEGORY = SearchAttributeKey.for_keyword("DeclineCategory")
 RETRY_ATTEMPTS = SearchAttributeKey.for_int("RetryAttempts")
 NEXT_ACTION_AT = SearchAttributeKey.for_datetime("NextActionAt")
 DUNNING_OUTCOME = SearchAttributeKey.for_keyword("DunningOutcome")
+#: The policy pinned into the case.
+DUNNING_POLICY = SearchAttributeKey.for_keyword("DunningPolicy")
+#: `{experiment}:{arm}` (dunning/experiments.py `arm_label`); empty outside experiments.
+EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
 
 SEARCH_ATTRIBUTES = (
     DUNNING_STAGE,
@@ -155,6 +159,8 @@ SEARCH_ATTRIBUTES = (
     RETRY_ATTEMPTS,
     NEXT_ACTION_AT,
     DUNNING_OUTCOME,
+    DUNNING_POLICY,
+    EXPERIMENT_ARM,
 )
 
 _KIND_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}

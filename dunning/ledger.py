@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dunning.experiments import arm_label
 from dunning.models import CaseState, Channel, LedgerProgress, NotificationRecord, Stage
 
 
@@ -49,7 +50,7 @@ class CaseFacts(_Fact):
     subscription_id: str
     customer_id: str
     policy: str
-    arm: str | None = Field(None, description="experiment arm; experiments arrive later")
+    arm: str | None = Field(None, description="`{experiment}:{arm}` (dunning/experiments.py); None outside experiments")
     opened_at: datetime
     first_failed_at: datetime | None
     currency: str | None
@@ -154,6 +155,7 @@ def case_facts(state: CaseState, policy: str, seq: int) -> CaseFacts:
         subscription_id=state.subscription_id,
         customer_id=state.customer_id,
         policy=policy,
+        arm=arm_label(state.experiment, state.arm) if state.experiment and state.arm else None,
         opened_at=state.opened_at,
         first_failed_at=first.failed_at if first else None,
         currency=first.currency if first else None,

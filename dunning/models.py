@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from dunning.policy import Policy
 
@@ -18,6 +18,23 @@ from dunning.policy import Policy
 class _Model(BaseModel):
     # Operators type signal payloads by hand in the UI: reject typos loudly.
     model_config = ConfigDict(extra="forbid")
+
+
+#: Fields that arrived with experiments: left out of the payload while unset, so a case outside
+#: any experiment carries the same JSON as before, which a worker of the previous release
+#: (`extra="forbid"`) still reads during a rolling deploy.
+_EXPERIMENT_FIELDS = ("experiment", "arm")
+
+
+class _PinnedModel(_Model):
+    @model_serializer(mode="wrap")
+    def _experiment_only_when_set(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _EXPERIMENT_FIELDS:
+                if data.get(name, ...) is None:
+                    data.pop(name)
+        return data
 
 
 class Stage(StrEnum):
@@ -284,7 +301,7 @@ class TimelineEntry(_Model):
     detail: str = ""
 
 
-class DunningInput(_Model):
+class DunningInput(_PinnedModel):
     """Workflow input. `state` is only set when the case continues as new."""
 
     subscription_id: str
@@ -298,6 +315,8 @@ class DunningInput(_Model):
     requested_policy: str | None = Field(
         None, description="the subscription's `dunning_policy` metadata, when it named a policy we do not have"
     )
+    experiment: str | None = Field(None, description="the experiment that chose the policy (dunning/experiments.py)")
+    arm: str | None = Field(None, description="the case's arm of that experiment (a policy name)")
 
 
 class LedgerProgress(_Model):
@@ -312,7 +331,7 @@ class LedgerProgress(_Model):
     closed: bool = False
 
 
-class CaseState(_Model):
+class CaseState(_PinnedModel):
     """Everything the case remembers; carried whole across continue-as-new."""
 
     case_id: str
@@ -355,6 +374,8 @@ class CaseState(_Model):
     outcome: Stage | None = None
     seen_event_ids: list[str] = []
     ledger: LedgerProgress = Field(default_factory=LedgerProgress)
+    experiment: str | None = Field(None, description="pinned at the opening, carried across continue-as-new")
+    arm: str | None = None
 
 
 class PendingSms(_Model):

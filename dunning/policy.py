@@ -28,6 +28,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 SHIPPED_POLICY_DIR = Path(__file__).resolve().parent / "policies"
+#: Beside the policies, and no policy: the experiments (dunning/experiments.py).
+EXPERIMENTS_FILE = "experiments.toml"
 
 #: The longest any duration of a policy file may be: a year is already far beyond any sane
 #: dunning schedule, and it keeps every date a case computes well inside what `datetime` holds.
@@ -341,11 +343,13 @@ def load_policy_file(path: Path) -> Policy:
 
 
 def load_policies(directory: Path | None = None) -> dict[str, Policy]:
-    """Every `*.toml` in the folder, by name; there must be a `default`."""
+    """Every `*.toml` in the folder but `experiments.toml` (dunning/experiments.py), by name;
+    there must be a `default`."""
     directory = Path(directory or SHIPPED_POLICY_DIR)
     if not directory.is_dir():
         raise PolicyError(f"{directory}: policy folder does not exist")
-    policies = {p.stem: load_policy_file(p) for p in sorted(directory.glob("*.toml"))}
+    files = sorted(p for p in directory.glob("*.toml") if p.name != EXPERIMENTS_FILE)
+    policies = {p.stem: load_policy_file(p) for p in files}
     if "default" not in policies:
         raise PolicyError(f"{directory}/default.toml: missing; every deployment needs a default policy")
     return policies

@@ -83,6 +83,8 @@ async def open_case(
     payment: PaymentFailed,
     policy: Policy,
     unknown_policy: str | None = None,
+    experiment: str | None = None,
+    arm: str | None = None,
     opened_by: str,
     rpc_timeout: timedelta | None = None,
 ) -> WorkflowHandle[Any, Any]:
@@ -99,6 +101,8 @@ async def open_case(
             customer_id=customer_id,
             policy=policy,
             requested_policy=unknown_policy,
+            experiment=experiment,
+            arm=arm,
         ),
         id=contract.workflow_id(subscription_id),
         task_queue=task_queue,
@@ -115,7 +119,8 @@ async def open_case(
         ),
         memo={MEMO_INVOICE: payment.invoice_id, MEMO_EVENT: payment.event_id},
         static_summary=summary,
-        static_details=f"Opened by {opened_by}: invoice `{payment.invoice_id}` failed.\nPolicy `{policy.name}`.",
+        static_details=f"Opened by {opened_by}: invoice `{payment.invoice_id}` failed.\nPolicy `{policy.name}`."
+        + (f" Experiment `{experiment}`, arm `{arm}`." if experiment else ""),
         rpc_timeout=rpc_timeout,
     )
 

@@ -97,6 +97,8 @@ SMS_ONLY_IN_SHARED_DAYTIME = "sms-only-in-shared-daytime"
 RECORD_TO_LEDGER = "record-case-to-ledger"
 #: An SMS standing in for a stopped email (bounced, spam, unsubscribed) waits out quiet hours.
 EMAIL_STOPPED_SMS_WAITS_FOR_DAYTIME = "email-stopped-sms-waits-for-daytime"
+#: The pinned policy and experiment arm published as `DunningPolicy` and `ExperimentArm`.
+PUBLISH_POLICY_AND_ARM = "publish-policy-and-arm"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -110,7 +112,15 @@ class DunningWorkflow:
         if input.state is not None:
             self.case = Case(input.state, input.policy)
         else:
-            self.case = Case.open(workflow.info().workflow_id, input.subscription_id, input.customer_id, input.policy, now)
+            self.case = Case.open(
+                workflow.info().workflow_id,
+                input.subscription_id,
+                input.customer_id,
+                input.policy,
+                now,
+                experiment=input.experiment,
+                arm=input.arm,
+            )
             if input.requested_policy:
                 self.case.log(
                     now,
@@ -123,6 +133,7 @@ class DunningWorkflow:
         self.wake = False
         self.next_action = Wait()
         self.published_attributes: dict[str, object] = {}
+        self.publish_pinning = False
         self.ledger_on = False
         self.records: list[workflow.ActivityHandle[None]] = []
         for failure in input.carried_failures:
@@ -135,6 +146,7 @@ class DunningWorkflow:
         case = self.case
         await workflow.wait_condition(lambda: case.has_started)
         self.ledger_on = workflow.patched(RECORD_TO_LEDGER)
+        self.publish_pinning = workflow.patched(PUBLISH_POLICY_AND_ARM)
         if workflow.patched(PUBLISH_AT_START):
             # Before any activity: a case is in the stage filters even while Stripe is down.
             self._publish(first=True)
@@ -156,6 +168,8 @@ class DunningWorkflow:
                         policy=case.policy,
                         state=case.state,
                         history_event_limit=self.history_event_limit,
+                        experiment=case.state.experiment,
+                        arm=case.state.arm,
                     )
                 )
             self.next_action = action
@@ -180,6 +194,9 @@ class DunningWorkflow:
                     policy=case.policy,
                     carried_failures=case.state.late_failures,
                     history_event_limit=self.history_event_limit,
+                    # The next case of the subscription stays in its arm (the same as a new assignment gives).
+                    experiment=case.state.experiment,
+                    arm=case.state.arm,
                 )
             )
         return case.status(self.next_action)
@@ -464,6 +481,9 @@ class DunningWorkflow:
 
         The `first` publish sets only what the case knows; there is nothing to unset yet."""
         values = self.case.search_attributes(self.next_action)
+        if not self.publish_pinning:
+            values.pop(contract.DUNNING_POLICY.name)
+            values.pop(contract.EXPERIMENT_ARM.name)
         if values != self.published_attributes:
             keys: dict[str, SearchAttributeKey[Any]] = {key.name: key for key in contract.SEARCH_ATTRIBUTES}
             workflow.upsert_search_attributes(

@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.backends import PaymentsBackend
 from activities.stripe_backend import FailureFacts, RenewingSubscription
+from dunning.experiments import Experiment
 from dunning.card_expiry import RenewalCard
 from dunning.models import CaseStatus
 from dunning.policy import Policy
@@ -139,6 +140,12 @@ def get_policies(request: Request) -> dict[str, Policy]:
     return policies
 
 
+def get_experiments(request: Request) -> list[Experiment]:
+    """The running experiments (`experiments.toml` beside the policies); none on an app without."""
+    experiments: list[Experiment] = getattr(request.app.state, "experiments", None) or []
+    return experiments
+
+
 def get_timings(request: Request) -> Timings:
     return getattr(request.app.state, "timings", None) or Timings()
 
@@ -153,6 +160,7 @@ def get_card_readers(request: Request) -> CardReaders:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoliciesDep = Annotated[dict[str, Policy], Depends(get_policies)]
+ExperimentsDep = Annotated[list[Experiment], Depends(get_experiments)]
 TimingsDep = Annotated[Timings, Depends(get_timings)]
 FailureLookupDep = Annotated[FailureLookup | None, Depends(get_failure_lookup)]
 CardReadersDep = Annotated[CardReaders, Depends(get_card_readers)]

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.backends import PaymentsBackend
-from activities.policy_check import load_checked_policies
+from activities.policy_check import load_checked_experiments, load_checked_policies
 from activities.sandbox import SandboxPayments
 from activities.stripe_backend import StripePayments
 from runtime import migrations
@@ -168,6 +168,7 @@ def create_app(
     app.state.settings = settings
     app.state.database = database
     app.state.policies = load_checked_policies(settings.dunning_policy_dir)
+    app.state.experiments = load_checked_experiments(settings.dunning_policy_dir, app.state.policies)
     app.state.temporal = TemporalGateway(client_factory or (lambda: connect(settings)))
     app.state.timings = Timings(rpc_timeout, webhook_tolerance_seconds, visibility_rechecks)
     if failure_lookup is None and settings.payments_backend() == "stripe" and settings.stripe_api_key:

@@ -217,12 +217,14 @@ def api(
     """Serve the HTTP API (`starter.api:app`) with uvicorn."""
     import uvicorn
 
+    from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.settings import Settings
 
     # The app loads them at start-up too, but under uvicorn a bad file is a 120-line traceback
     # before the reason: check first and say only the reason.
-    load_policies(Settings().dunning_policy_dir)
+    folder = Settings().dunning_policy_dir
+    load_experiments(folder, load_policies(folder))
 
     uvicorn.run("starter.api:app", host=host, port=port, log_level=log_level, proxy_headers=True)
 
@@ -543,6 +545,54 @@ def report(
         console.print(render.report_tables(result, period))
 
 
+experiments_app = typer.Typer(help="Which policy wins: experiments with a hold-out (experiments.toml).", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """The experiments of `experiments.toml` beside the policies, and their arms."""
+    from dunning.experiment_report import planned_cases_per_arm
+    from dunning.experiments import load_experiments
+    from dunning.policy import load_policies
+    from runtime.settings import Settings
+
+    folder = Settings().dunning_policy_dir
+    for experiment in load_experiments(folder, load_policies(folder)):
+        arms = ", ".join(f"{arm} {weight}" for arm, weight in experiment.arms.items())
+        console.print(
+            f"[bold]{experiment.name}[/] on {experiment.applies_to}: {arms} (control {experiment.control};"
+            f" {planned_cases_per_arm(experiment)} cases per arm planned)"
+        )
+
+
+@experiments_app.command("report")
+def experiments_report(
+    name: Annotated[str, typer.Argument(help="The experiment's name in experiments.toml.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
+) -> None:
+    """Per arm: cases, recovery rate with its 95 % interval, lift over the control, and the verdict
+    (docs/analytics.md, "Experiments")."""
+    from dunning.experiment_report import experiment_report
+    from dunning.experiments import load_experiments
+    from dunning.policy import load_policies
+    from runtime.ledger import DatabaseLedger
+    from runtime.settings import Settings
+
+    settings = Settings()
+    folder = settings.dunning_policy_dir
+    experiment = next((e for e in load_experiments(folder, load_policies(folder)) if e.name == name), None)
+    if experiment is None:
+        _fail(f"no experiment {name!r} in {folder / 'experiments.toml'}")
+    with _database(settings) as database:
+        rows = asyncio.run(DatabaseLedger(database).report_rows())
+    result = experiment_report(experiment, rows)
+    if as_json:
+        console.print_json(result.model_dump_json())
+    else:
+        console.print(render.experiment_table(result))
+
+
 # --- a customer's data --------------------------------------------------------------------------
 
 customer_app = typer.Typer(help="What the service's database keeps about one customer.", no_args_is_help=True)
@@ -589,6 +639,7 @@ def reconcile(
     Run it after installing the service and after the API was unreachable for longer than Stripe's
     three days of webhook retries. Dry run by default; idempotent with --apply.
     """
+    from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.settings import Settings, reveal
     from starter.cli.reconcile import findings_table
@@ -598,12 +649,13 @@ def reconcile(
     if not reveal(settings.stripe_api_key):
         _fail("STRIPE_API_KEY is not set: reconcile reads the open invoices from Stripe")
     policies = load_policies(settings.dunning_policy_dir)
+    experiments = load_experiments(settings.dunning_policy_dir, policies)
 
     async def work(client: Client):  # noqa: ANN202
         from activities.backends import ProviderRejected, ProviderUnavailable
 
         try:
-            return await run(client, settings, policies, apply=apply, console=err_console)
+            return await run(client, settings, policies, apply=apply, console=err_console, experiments=experiments)
         except (ProviderRejected, ProviderUnavailable) as err:
             raise Failure(str(err)) from err
 

@@ -15,7 +15,7 @@ Running it twice opens nothing the second time: the first run's cases are runnin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,7 +30,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.stripe_backend import StripePayments
 from dunning import contract
-from dunning.policy import Policy, choose_policy
+from dunning.experiments import Experiment, choose
+from dunning.policy import Policy
 from runtime.settings import Settings
 from starter import cases
 from starter.cli.render import money
@@ -97,12 +98,19 @@ async def _state(client: Client, subscription_id: str, invoice_id: str) -> tuple
 
 
 async def _open(
-    client: Client, stripe: StripePayments, invoice: dict[str, Any], settings: Settings, policies: dict[str, Policy]
+    client: Client,
+    stripe: StripePayments,
+    invoice: dict[str, Any],
+    settings: Settings,
+    policies: dict[str, Policy],
+    experiments: Sequence[Experiment] = (),
 ) -> str:
     _, metadata = cases.invoice_subscription(invoice)
     requested = cases.requested_policy(metadata)
-    policy = choose_policy(policies, requested)
-    unknown = requested if requested and requested not in policies else None
+    subscription_id, _ = cases.invoice_subscription(invoice)
+    # The same choice as the webhook's: a failure reconciled lands in the arm its webhook would have.
+    choice = choose(policies, experiments, requested, subscription_id or "")
+    policy, unknown = choice.policy, choice.unknown_policy
     # The same event id for the same failed attempt: reconciling twice (or a late webhook)
     # is a redelivery to the case, not a new failure.
     payment = cases.payment_failed(
@@ -130,6 +138,8 @@ async def _open(
         payment=payment,
         policy=policy,
         unknown_policy=unknown,
+        experiment=choice.experiment,
+        arm=choice.arm,
         opened_by="`dunning reconcile` (no webhook arrived)",
         rpc_timeout=RPC_TIMEOUT,
     )
@@ -144,6 +154,7 @@ async def reconcile(
     apply: bool,
     console: Console,
     stripe: StripePayments | None = None,
+    experiments: Sequence[Experiment] = (),
 ) -> list[Finding]:
     """Every failed subscription invoice on Stripe and what reconciling did (or would do) with it."""
     stripe = stripe or StripePayments.from_settings(settings)
@@ -179,7 +190,7 @@ async def reconcile(
             finding.state, finding.detail = await _state(client, subscription_id, finding.invoice_id)
             if finding.state == "missing" and apply:
                 try:
-                    finding.detail = await _open(client, stripe, invoice, settings, policies)
+                    finding.detail = await _open(client, stripe, invoice, settings, policies, experiments)
                     finding.state = "opened"
                 except (RPCError, KeyError, ValidationError) as err:
                     finding.state, finding.detail = "failed", " ".join(str(err).split())[:200]

@@ -17,6 +17,7 @@ from rich.text import Text
 from dunning import contract
 from dunning.models import CaseStatus, ChargeResult, RetryNowResult, Stage
 from dunning.money import format_money
+from dunning.experiment_report import ExperimentReport
 from dunning.reports import RecoveryReport
 from starter.cli.operator import CaseRow
 
@@ -313,3 +314,55 @@ def report_csv_rows(report: RecoveryReport) -> list[list[object]]:
         for currency, amount in amounts.items():
             rows.append([key, figures.cases, figures.closed, figures.recovered, figures.recovery_rate, currency, amount])
     return rows
+
+
+VERDICT_TEXT = {
+    "too_early": "too early: the planned sample is not complete and settled yet",
+    "no_difference": "no difference found at the planned sample",
+    "better": "better: the best arm beats the control",
+    "worse": "worse: the best arm falls short of the control",
+}
+
+
+def _interval(pair: tuple[float, float] | None, points: bool = False) -> str:
+    if pair is None:
+        return "—"
+    lo, hi = pair
+    return f"{lo * 100:+.1f} – {hi * 100:+.1f} pt" if points else f"{lo * 100:.1f} – {hi * 100:.1f} %"
+
+
+def experiment_table(report: ExperimentReport) -> Group:
+    """`dunning experiments report`: one line per arm, the control first, then the verdict."""
+    title = f"Experiment {report.name} (on {report.applies_to}; control {report.control})"
+    if report.simulated:
+        title += " — SIMULATED cases"
+    table = Table(title=title, title_justify="left")
+    for column in ("arm", "weight", "cases", "closed", "recovered", "rate", "95 % CI", "lift vs control", "lift 95 % CI", "by amount"):
+        table.add_column(column, justify="left" if column in ("arm", "by amount") else "right")
+    for arm in report.arms:
+        lift = "control" if arm.lift_vs_control is None and arm.arm == report.control else (
+            f"{arm.lift_vs_control * 100:+.1f} pt" if arm.lift_vs_control is not None else "—"
+        )
+        table.add_row(
+            arm.arm,
+            str(arm.weight),
+            str(arm.cases),
+            str(arm.closed),
+            str(arm.recovered),
+            _rate(arm.recovery_rate),
+            _interval(arm.ci95),
+            lift,
+            _interval(arm.lift_ci95, points=True),
+            ", ".join(f"{c.upper()} {_rate(r)}" for c, r in arm.amount_recovery_rate.items()) or "—",
+        )
+    foot = Table.grid(padding=(0, 2))
+    foot.add_column(style="bold")
+    foot.add_column()
+    settled = ", ".join(f"{arm} {n}/{report.planned_per_arm}" for arm, n in report.settled_in_plan.items())
+    foot.add_row("Planned sample", f"{report.planned_per_arm} cases per arm (settled so far: {settled})")
+    ratio = "—" if report.sample_ratio_p is None else f"{report.sample_ratio_p:.4f}"
+    if report.sample_ratio_mismatch:
+        ratio += "  [bold red]MISMATCH: arms are not split as weighted; do not trust the comparison[/]"
+    foot.add_row("Sample ratio p", ratio)
+    foot.add_row("Verdict", f"[bold]{report.verdict}[/] — {VERDICT_TEXT[report.verdict]}")
+    return Group(table, foot)

@@ -31,7 +31,7 @@ from workflows.dunning_workflow import DunningWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 #: Histories are recorded as `{scenario}.{RECORDING_TAG}.json`: the tag names the newest patch,
 #: so a new path is recorded beside the old files, which stay for the replay tests.
-RECORDING_TAG = "email_suppression"
+RECORDING_TAG = "experiments"
 #: Timer durations differ by the milliseconds a test's own steps take.
 TIMER_TOLERANCE = timedelta(seconds=2)
 
@@ -217,6 +217,8 @@ class CaseRunner:
         history_event_limit: int = 10_000,
         record_as: str | None = None,
         requested_policy: str | None = None,
+        experiment: str | None = None,
+        arm: str | None = None,
     ) -> Case:
         """Start a case like the webhook API does; `record_as` names its history for replay tests
         (written when DUNNING_RECORD_HISTORIES=1)."""
@@ -231,6 +233,8 @@ class CaseRunner:
                 policy=policy or make_policy(),
                 history_event_limit=history_event_limit,
                 requested_policy=requested_policy,
+                experiment=experiment,
+                arm=arm,
             ),
             id=f"dunning-{subscription_id}",
             task_queue=self.task_queue,

@@ -52,6 +52,8 @@ SEARCH_ATTRIBUTES = {
     "RetryAttempts": "Int",
     "NextActionAt": "Datetime",
     "DunningOutcome": "Keyword",
+    "DunningPolicy": "Keyword",
+    "ExperimentArm": "Keyword",
 }
 WORKFLOW_ID_PREFIX = "dunning-"
 # Pre-dunning (DESIGN.md §2): its own workflow type and id; it takes the cases' `card_updated`.

@@ -57,3 +57,36 @@ def test_customer_export_forget_and_prune(ledger_env: DatabaseLedger) -> None:
     assert gone.exit_code == 0 and "1 ledger_cases" in gone.output
     again = json.loads(runner.invoke(app, ["customer", "export", "cus_1"]).output)
     assert all(rows == [] for rows in again["tables"].values())
+
+
+def test_experiments_report_as_table_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from dunning.policy import SHIPPED_POLICY_DIR
+
+    database = sqlite_database(tmp_path)
+    monkeypatch.setenv("DUNNING_DATABASE_URL", f"sqlite:///{tmp_path / 'dunning.sqlite3'}")
+    monkeypatch.setenv("DUNNING_STATE_DIR", str(tmp_path))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for name in ("default", "minimal"):
+        shutil.copy(SHIPPED_POLICY_DIR / f"{name}.toml", policies)
+    (policies / "experiments.toml").write_text(
+        '[[experiment]]\nname = "holdout-q1"\napplies_to = "default"\ncontrol = "default"\narms = { default = 9, minimal = 1 }\n'
+    )
+    monkeypatch.setenv("DUNNING_POLICY_DIR", str(policies))
+    ledger = DatabaseLedger(database)
+    record = ledger_checks.recovered("c1", "cus_1")
+    record.facts.arm = "holdout-q1:default"
+    asyncio.run(ledger.record(record))
+    held_out = ledger_checks.facts("c2", "cus_2", arm="holdout-q1:minimal", policy="minimal")
+    asyncio.run(ledger.record(ledger_checks.CaseRecord(facts=held_out)))
+    runner = CliRunner()
+    table = runner.invoke(app, ["experiments", "report", "holdout-q1"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "holdout-q1" in table.output and "minimal" in table.output and "too_early" in table.output
+    full = json.loads(runner.invoke(app, ["experiments", "report", "holdout-q1", "--json"]).output)
+    assert [a["arm"] for a in full["arms"]] == ["default", "minimal"] and full["planned_per_arm"] > 0
+    assert runner.invoke(app, ["experiments", "report", "nope"]).exit_code != 0
+    listed = runner.invoke(app, ["experiments", "list"])
+    assert "holdout-q1 on default" in listed.output

@@ -106,3 +106,49 @@ async def test_the_dashboard_signs_in_with_the_token_then_draws_the_figures(app:
     assert html.count("<svg") >= 5 and "<script" not in html and "http://" not in html.split("</style>")[0]
     assert "Recovery rate by weekly cohort" in html and "49.00 EUR" in html
     assert "Temporal is not reachable" in html  # the ledger's figures are shown all the same
+
+
+async def test_the_experiment_report_is_the_contracts_json(tmp_path: Path) -> None:
+    import shutil
+
+    from dunning.policy import SHIPPED_POLICY_DIR
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for name in ("default", "minimal"):
+        shutil.copy(SHIPPED_POLICY_DIR / f"{name}.toml", policies)
+    (policies / "experiments.toml").write_text(
+        '[[experiment]]\nname = "holdout-q1"\napplies_to = "default"\ncontrol = "default"\narms = { default = 9, minimal = 1 }\n'
+    )
+    settings = Settings(
+        dunning_api_token=TOKEN,
+        dunning_database_url=f"sqlite:///{tmp_path / 'dunning.sqlite3'}",
+        dunning_state_dir=tmp_path,
+        dunning_policy_dir=policies,
+    )
+    application = create_app(settings, client_factory=_no_temporal)
+    from runtime import migrations
+
+    migrations.upgrade(application.state.database)
+    ledger = DatabaseLedger(application.state.database)
+    recovered = ledger_checks.recovered("c1", "cus_1")
+    await ledger.record(recovered.model_copy(update={"facts": recovered.facts.model_copy(update={"arm": "holdout-q1:default"})}))
+    held_out = ledger_checks.facts("c2", "cus_2").model_copy(update={"arm": "holdout-q1:minimal", "policy": "minimal"})
+    await ledger.record(ledger_checks.CaseRecord(facts=held_out, events=[ledger_checks.event("opened", "opened")]))
+    async with client(application) as http:
+        assert (await http.get("/v1/reports/experiments/holdout-q1")).status_code == 401
+        assert (await http.get("/v1/reports/experiments/nope", headers=AUTH)).status_code == 404
+        body = (await http.get("/v1/reports/experiments/holdout-q1", headers=AUTH)).json()
+        await http.post("/dashboard/login", data={"token": TOKEN})
+        page = (await http.get("/dashboard", params={"since": "2030-01-01"})).text
+    # A section per experiment, over all its cases whatever the period shown.
+    assert "Experiment holdout-q1" in page and "too early" in page and "+0.0" not in page
+    assert page.count('<td class="n">control</td>') == 1 and "-100.0 pt" in page
+    assert list(body) == ["name", "arms", "sample_ratio_p", "verdict"]
+    assert body["name"] == "holdout-q1" and body["verdict"] == "too_early"
+    control, minimal = body["arms"]
+    assert (control["arm"], control["policy"], control["cases"], control["recovered"], control["recovery_rate"]) == ("default", "default", 1, 1, 1.0)
+    assert control["lift_vs_control"] is None and control["lift_ci95"] is None
+    assert (minimal["arm"], minimal["cases"], minimal["closed"], minimal["recovery_rate"]) == ("minimal", 1, 0, 0.0)
+    assert minimal["lift_vs_control"] == -1.0 and minimal["lift_ci95"][0] < -0.1 < 0 < minimal["ci95"][1]
+    assert 0 < body["sample_ratio_p"] < 1

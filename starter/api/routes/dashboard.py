@@ -24,10 +24,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from dunning import contract
 from dunning.models import OUTCOMES, Stage
 from dunning.money import plain_amount
+from dunning.experiment_report import experiment_report
 from dunning.reports import GROUPINGS, figures, groups, recovery_report, recovery_time_histogram, weekly_cohorts
 from starter.api.charts import bar_chart, column_chart
 from starter.api.deps import (
     OPERATOR_SESSION_COOKIE,
+    ExperimentsDep,
     LedgerDep,
     SettingsDep,
     TemporalGatewayDep,
@@ -135,6 +137,7 @@ async def dashboard(
     ledger: LedgerDep,
     gateway: TemporalGatewayDep,
     settings: SettingsDep,
+    experiments: ExperimentsDep,
     since: date | None = None,
     until: date | None = None,
 ) -> Response:
@@ -142,6 +145,9 @@ async def dashboard(
         return RedirectResponse("/dashboard/login", status_code=303)
     with database_or_503():
         rows = await ledger.report_rows(since, until)
+        # An experiment is read over all its cases, whatever the period shown.
+        every_row = await ledger.report_rows() if experiments else []
+    experiment_reports = [experiment_report(experiment, every_row) for experiment in experiments]
     report = recovery_report(rows)
     cohorts = weekly_cohorts(rows)
     currencies = sorted({c for cohort in cohorts for c in cohort.figures.recovered_amount})
@@ -187,4 +193,5 @@ async def dashboard(
         since=since,
         until=until,
         percent=_percent,
+        experiment_reports=experiment_reports,
     )

@@ -1,4 +1,5 @@
-"""`GET /v1/reports/recovery`, an operators' router: how much came back (docs/analytics.md).
+"""`GET /v1/reports/recovery` and `GET /v1/reports/experiments/{name}`, an operators' router: how
+much came back, and which policy wins (docs/analytics.md).
 
 Bearer `DUNNING_API_TOKEN`. Query: `since`, `until` (ISO dates, both included, on the case's
 opening), `by` (`policy`, `arm`, `decline_category`, `trigger`, `channel`, `step`). The JSON is the
@@ -12,8 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
+from dunning.experiment_report import experiment_report
 from dunning.reports import Grouping, recovery_report
-from starter.api.deps import LedgerDep, OperatorAuth, database_or_503
+from starter.api.deps import ExperimentsDep, LedgerDep, OperatorAuth, database_or_503
 
 router = APIRouter(tags=["operators"])
 
@@ -31,3 +33,21 @@ async def recovery(
     with database_or_503():
         rows = await ledger.report_rows(since, until)
     return recovery_report(rows, by).contract_json()
+
+
+@router.get("/v1/reports/experiments/{name}", summary="Which policy wins: one experiment's arms")
+async def experiment(
+    _: OperatorAuth,
+    ledger: LedgerDep,
+    experiments: ExperimentsDep,
+    name: str,
+) -> dict[str, Any]:
+    """The contract's JSON (DESIGN.md §2): per arm, counts, the rate with its Wilson interval and
+    the lift over the control with Newcombe's interval; the sample-ratio p-value; the verdict
+    (docs/analytics.md, "Experiments"). 404 for an experiment not in `experiments.toml`."""
+    found = next((e for e in experiments if e.name == name), None)
+    if found is None:
+        raise HTTPException(404, f"no experiment {name!r} in experiments.toml")
+    with database_or_503():
+        rows = await ledger.report_rows()
+    return experiment_report(found, rows).contract_json()

@@ -42,7 +42,8 @@ from dunning.models import (
     PaymentFailed,
     SubscriptionCanceled,
 )
-from dunning.policy import Policy, choose_policy
+from dunning.experiments import Choice, Experiment, choose
+from dunning.policy import Policy
 from starter import cases
 from starter.api import pre_dunning
 from starter.api.deps import (
@@ -51,6 +52,7 @@ from starter.api.deps import (
     CardReadersDep,
     FailureLookup,
     FailureLookupDep,
+    ExperimentsDep,
     PoliciesDep,
     ServiceUnavailable,
     SettingsDep,
@@ -285,19 +287,18 @@ def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
 
-def _policy_for(action: StartCase, policies: dict[str, Policy]) -> tuple[Policy, str | None]:
-    """The policy the case pins, and the requested name when it is one we do not have: the case
-    records the fallback instead of it passing unnoticed."""
-    policy = choose_policy(policies, action.requested_policy)
-    if not action.requested_policy or action.requested_policy in policies:
-        return policy, None
-    log.warning(
-        "unknown dunning_policy in the subscription's metadata: using another",
-        subscription_id=action.subscription_id,
-        requested_policy=action.requested_policy,
-        policy=policy.name,
-    )
-    return policy, action.requested_policy
+def _policy_for(action: StartCase, policies: dict[str, Policy], experiments: list[Experiment]) -> Choice:
+    """The policy the case pins (and its experiment arm), and the requested name when it is one we
+    do not have: the case records the fallback instead of it passing unnoticed."""
+    choice = choose(policies, experiments, action.requested_policy, action.subscription_id)
+    if choice.unknown_policy:
+        log.warning(
+            "unknown dunning_policy in the subscription's metadata: using another",
+            subscription_id=action.subscription_id,
+            requested_policy=action.requested_policy,
+            policy=choice.policy.name,
+        )
+    return choice
 
 
 @dataclass
@@ -310,6 +311,7 @@ class Delivery:
     timings: Timings
     failure_lookup: FailureLookup | None
     card_readers: CardReaders = field(default_factory=CardReaders)
+    experiments: list[Experiment] = field(default_factory=list)
 
 
 async def _start_case(action: StartCase, to: Delivery) -> Outcome:
@@ -338,13 +340,16 @@ async def _start_case(action: StartCase, to: Delivery) -> Outcome:
     if settled is not None:
         log.info("late failure ignored", workflow_id=wid, invoice_id=invoice_id, reason=settled)
         return Outcome("ignored", settled)
-    policy, unknown_policy = _policy_for(action, to.policies)
+    choice = _policy_for(action, to.policies, to.experiments)
+    policy = choice.policy
     handle = await cases.open_case(
         client,
         task_queue=to.task_queue,
         payment=payload.model_copy(update={"subscription_id": action.subscription_id, "customer_id": action.customer_id}),
         policy=policy,
-        unknown_policy=unknown_policy,
+        unknown_policy=choice.unknown_policy,
+        experiment=choice.experiment,
+        arm=choice.arm,
         opened_by=f"Stripe event `{payload.event_id}`",
         rpc_timeout=timeout,
     )
@@ -488,6 +493,7 @@ async def stripe_webhook(
     request: Request,
     settings: SettingsDep,
     policies: PoliciesDep,
+    experiments: ExperimentsDep,
     gateway: TemporalGatewayDep,
     timings: TimingsDep,
     failure_lookup: FailureLookupDep,
@@ -529,7 +535,13 @@ async def stripe_webhook(
             # answer 503 well before Stripe gives up on us (a late success is deduped anyway).
             async with asyncio.timeout(2 * timings.rpc_timeout.total_seconds()):
                 to = Delivery(
-                    await gateway.client(), settings.dunning_task_queue, policies, timings, failure_lookup, card_readers
+                    await gateway.client(),
+                    settings.dunning_task_queue,
+                    policies,
+                    timings,
+                    failure_lookup,
+                    card_readers,
+                    experiments,
                 )
                 outcome = await _deliver(action, to)
         except Exception as exc:
