@@ -22,7 +22,7 @@ from runtime import migrations
 from runtime.database import Database
 from runtime.ledger import DatabaseLedger
 from tests.helpers import ledger_checks
-from tests.helpers.workers import eventually
+from tests.helpers.workers import TEST_LINK_KEYS, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,6 +88,7 @@ def api(tmp_path: Path, unused_tcp_port: int) -> Iterator[str]:
         DUNNING_DATABASE_URL=url,
         DUNNING_STATE_DIR=str(tmp_path),
         DUNNING_API_TOKEN=TOKEN,
+        DUNNING_LINK_KEYS=TEST_LINK_KEYS,
         TEMPORAL_ADDRESS="127.0.0.1:1",  # nobody there: the page says so and shows the ledger
         DUNNING_LOG_FORMAT="json",
         PYTHONPATH=str(ROOT),
