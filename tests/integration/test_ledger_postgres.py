@@ -27,7 +27,7 @@ from workflows.dunning_workflow import DunningWorkflow
 def fresh(postgres: PostgresServer) -> Database:
     database = Database(postgres.create_database(f"t_{uuid.uuid4().hex[:12]}"))
     assert migrations.current(database) is None
-    assert migrations.upgrade(database) == migrations.head() == "0003"
+    assert migrations.upgrade(database) == migrations.head() == "0004"
     return database
 
 

@@ -118,6 +118,6 @@ def test_migrations_from_todays_consent_file_reach_the_ledger(tmp_path: Path) ->
     """A deployment of today (consent file, no database yet) upgrades to the ledger in one start."""
     write_legacy_consent_file(tmp_path / "consent.sqlite3")
     database = Database(f"sqlite:///{tmp_path / 'dunning.sqlite3'}")
-    assert migrations.upgrade(database, tmp_path) == migrations.head() == "0003"
+    assert migrations.upgrade(database, tmp_path) == migrations.head() == "0004"
     assert (tmp_path / "consent.sqlite3.migrated").exists()
     ledger_checks.check_idempotent_and_ordered(database)
