@@ -11,7 +11,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, SavedCard
 from runtime.email_suppression import Suppression
 
 
@@ -36,6 +36,13 @@ class PaymentsBackend(Protocol):
 
     async def invoice_is_open(self, invoice_id: str) -> bool:
         """True while the invoice still needs paying (re-checked before every message)."""
+
+    async def charged_card(self, request: ChargeRequest) -> SavedCard | None:
+        """The card this charge would use (the request's, else the subscription's or customer's
+        default) with its fingerprint, brand and last four; None when it is no card or unknown."""
+
+    async def saved_cards(self, customer_id: str) -> list[SavedCard]:
+        """The customer's saved cards (PaymentMethods of type card), for backup cards."""
 
     async def suspend_access(self, request: AccessRequest) -> None: ...
 

@@ -41,7 +41,9 @@ from dunning.models import (
     CustomerProfile,
     NotificationRequest,
     NotificationResult,
+    SavedCard,
 )
+from runtime.card_budget import CardBudgetStore, MemoryCardBudget, Reservation
 from runtime.database import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
@@ -89,14 +91,69 @@ async def mirror_sms_opt_out(
     return False
 
 
+def _activity_now() -> datetime:
+    """When this attempt of the activity was scheduled: the time the budget counts by (virtual
+    time on the time-skipping server, about now in production)."""
+    if activity.in_activity():
+        return activity.info().current_attempt_scheduled_time
+    return datetime.now(UTC)
+
+
 class PaymentActivities:
-    def __init__(self, payments: PaymentsBackend) -> None:
+    def __init__(self, payments: PaymentsBackend, card_budget: CardBudgetStore | None = None) -> None:
         self.payments = payments
+        # The card's budget across cases: the service's database in production.
+        self.card_budget: CardBudgetStore = card_budget if card_budget is not None else MemoryCardBudget()
 
     @activity.defn(name=contract.CHARGE_INVOICE.name)
     async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
         with provider_errors():
+            return await self._charge(request)
+
+    async def _charge(self, request: ChargeRequest) -> ChargeResult:
+        """Reserve the attempt in the card's budget (atomically, across cases), then charge; the
+        result says what the budget is now. A refused reservation is a result, not an attempt."""
+        card = await self.payments.charged_card(request)
+        if card is None or not card.fingerprint:
             return await self.payments.charge_invoice(request)
+        reservation = Reservation(
+            fingerprint=card.fingerprint,
+            idempotency_key=request.idempotency_key,
+            case_ref=request.idempotency_key.partition("@")[0],
+            customer_id=request.customer_id,
+            limit=request.card_budget_limit,
+            payment_method_id=request.payment_method_id,
+        )
+        decision = await self.card_budget.reserve(reservation, _activity_now())
+        if not decision.allowed:
+            budget = decision.budget
+            code = "card_blocked" if budget.blocked_code else "card_budget_exhausted"
+            why = (
+                f"this card must never be retried ({budget.blocked_code})"
+                if budget.blocked_code
+                else f"this card reached its budget of {budget.limit} attempts in 30 days across cases"
+            )
+            log.info("charge refused by the card's budget", invoice_id=request.invoice_id, code=code, used_by=budget.used_by)
+            return ChargeResult(
+                invoice_id=request.invoice_id,
+                status="refused",
+                code=code,
+                message=why,
+                payment_method_id=request.payment_method_id,
+                card_budget=budget,
+            )
+        try:
+            result = await self.payments.charge_invoice(request)
+        except ProviderRejected:
+            await self.card_budget.release(reservation)  # Stripe refused the request: no attempt
+            raise
+        budget = await self.card_budget.settle(reservation, result, _activity_now())
+        return result.model_copy(update={"card_budget": budget, "card_brand": card.brand, "card_last4": card.last4})
+
+    @activity.defn(name=contract.LIST_SAVED_CARDS.name)
+    async def list_saved_cards(self, customer_id: str) -> list[SavedCard]:
+        with provider_errors():
+            return await self.payments.saved_cards(customer_id)
 
     @activity.defn(name=contract.SUSPEND_ACCESS.name)
     async def suspend_access(self, request: AccessRequest) -> None:
@@ -296,9 +353,10 @@ class NotificationActivities:
 
 
 def case_activities(payments: PaymentActivities, notifications: NotificationActivities) -> list[Callable[..., Any]]:
-    """The contract's six activities, as a worker registers them."""
+    """The contract's case activities, as a worker registers them."""
     return [
         payments.charge_invoice,
+        payments.list_saved_cards,
         payments.suspend_access,
         payments.restore_access,
         payments.cancel_subscription,

@@ -12,6 +12,7 @@ from activities.case_activities import NotificationActivities, PaymentActivities
 from activities.ledger_activities import LedgerActivities
 from activities.sandbox import SandboxMailbox, SandboxOutbox, SandboxPayments
 from activities.stripe_backend import StripePayments
+from runtime.card_budget import DatabaseCardBudget
 from runtime.consent import DatabaseConsentStore
 from runtime.database import Database
 from runtime.email_suppression import DatabaseEmailSuppressions
@@ -54,7 +55,8 @@ def build_activities(settings: Settings, database: Database | None = None) -> li
     database = database or Database.from_settings(settings)
     consent = DatabaseConsentStore(database)
     links = CaseLinks(LinkSigner(parse_link_keys(reveal(settings.dunning_link_keys))), settings.public_url(), database)
-    payment_activities = PaymentActivities(payments)
+    # The card's 30-day budget, shared by every case (and worker) that charges the card.
+    payment_activities = PaymentActivities(payments, DatabaseCardBudget(database))
     notification_activities = NotificationActivities(
         payments,
         email,

@@ -205,6 +205,9 @@ def build_view(context: Mapping[str, Any], locale: str | None) -> dict[str, Any]
         "card_last4": context.get("card_last4") or None,
         "card_brand": context.get("card_brand") or None,
         "card_expiry": card_expiry,
+        # The card that paid (a backup card after a hard decline, or a new one): the thank-you says which.
+        "paid_with_brand": context.get("paid_with_brand") or None,
+        "paid_with_last4": context.get("paid_with_last4") or None,
         "compact": False,
         "minimal": False,
     }

@@ -23,7 +23,7 @@ from temporalio import activity
 
 from activities.backends import Contact, ProviderUnavailable, RecipientUnreachable
 from dunning.declines import classify_decline
-from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, SavedCard
 from dunning.timezones import Place, TimezoneHints, infer_timezone
 from runtime.links import LinkSigner
 
@@ -64,6 +64,19 @@ class SandboxCustomer:
 
 
 @dataclass
+class SandboxCard:
+    """A saved card: Stripe's fingerprint (one per card number, whichever customer saved it)."""
+
+    payment_method_id: str
+    fingerprint: str
+    brand: str = "visa"
+    last4: str = "4242"
+    exp_month: int = 12
+    exp_year: int = 2099
+    customer_id: str | None = None
+
+
+@dataclass
 class ChargeLogEntry:
     invoice_id: str
     idempotency_key: str
@@ -84,6 +97,8 @@ class SandboxPayments:
     idempotent_results: dict[str, ChargeResult] = field(default_factory=dict)
     access_log: list[tuple[str, str, datetime]] = field(default_factory=list)
     outage_calls_left: int = 0
+    #: Saved cards by payment method id; a card not listed has the fingerprint `fp_{its id}`.
+    cards: dict[str, SandboxCard] = field(default_factory=dict)
     #: Where the "billing portal" lives: `dunning up` serves a local one (/dev/portal) so the
     #: demo's customer journey can be clicked through; elsewhere an example address.
     portal_url: str = "https://billing.example.com"
@@ -92,6 +107,40 @@ class SandboxPayments:
         customer = SandboxCustomer(customer_id=customer_id, **details)  # type: ignore[arg-type]
         self.customers[customer_id] = customer
         return customer
+
+    def add_card(self, payment_method_id: str, customer_id: str | None = None, **details: object) -> SandboxCard:
+        """Save a card (for `customer_id`, listed as a backup card); `fingerprint=` the same for two
+        payment methods makes them one card, as Stripe does for one card number saved twice."""
+        details.setdefault("fingerprint", f"fp_{payment_method_id}")
+        card = SandboxCard(payment_method_id=payment_method_id, customer_id=customer_id, **details)  # type: ignore[arg-type]
+        self.cards[payment_method_id] = card
+        return card
+
+    def _card(self, payment_method_id: str) -> SandboxCard:
+        return self.cards.get(payment_method_id) or SandboxCard(payment_method_id, f"fp_{payment_method_id}")
+
+    async def charged_card(self, request: ChargeRequest) -> SavedCard | None:
+        pm = request.payment_method_id or self._customer(request.customer_id).default_payment_method_id
+        if pm is None:
+            return None
+        return self._saved(self._card(pm))
+
+    @staticmethod
+    def _saved(card: SandboxCard, default: str | None = None) -> SavedCard:
+        return SavedCard(
+            payment_method_id=card.payment_method_id,
+            fingerprint=card.fingerprint,
+            brand=card.brand,
+            last4=card.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            is_default=card.payment_method_id == default,
+        )
+
+    async def saved_cards(self, customer_id: str) -> list[SavedCard]:
+        self._maybe_outage()
+        default = self._customer(customer_id).default_payment_method_id
+        return [self._saved(c, default) for c in self.cards.values() if c.customer_id == customer_id]
 
     def script_card(self, payment_method_id: str, outcomes: list[str | None]) -> None:
         """The next charges on this card return these decline codes in turn (None = paid), then pay."""

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from activities.backends import Contact, ProviderRejected, ProviderUnavailable
 from dunning.card_expiry import RenewalCard
 from dunning.declines import classify_decline
-from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory
+from dunning.models import AccessRequest, ChargeRequest, ChargeResult, CustomerProfile, DeclineCategory, SavedCard
 from dunning.timezones import Place, TimezoneHints, infer_timezone
 from runtime.settings import Settings, reveal
 
@@ -657,6 +657,68 @@ class StripePayments:
                 policy = metadata.get("dunning_policy") if isinstance(metadata, dict) else None
                 found.append(RenewingSubscription(sub["id"], renewal, policy if isinstance(policy, str) else None))
         return found
+
+    # --- the card's budget and backup cards ----------------------------------------------
+
+    @staticmethod
+    def _saved_card(method: dict[str, Any], default: str | None = None) -> SavedCard | None:
+        """A PaymentMethod (or legacy card) as a saved card: Stripe's `card.fingerprint` names
+        the card number, the same for every customer and every time it is saved."""
+        card = method.get("card") if isinstance(method.get("card"), dict) else None
+        if card is None and method.get("object") == "card":
+            card = method  # a legacy card source
+        if not isinstance(card, dict) or not isinstance(method.get("id"), str):
+            return None
+
+        def text(name: str) -> str | None:
+            value = card.get(name) if card else None
+            return value if isinstance(value, str) and value else None
+
+        def number(name: str) -> int | None:
+            value = card.get(name) if card else None
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return SavedCard(
+            payment_method_id=method["id"],
+            fingerprint=text("fingerprint"),
+            brand=text("brand"),
+            last4=text("last4"),
+            exp_month=number("exp_month"),
+            exp_year=number("exp_year"),
+            is_default=method["id"] == default,
+        )
+
+    async def charged_card(self, request: ChargeRequest) -> SavedCard | None:
+        """The card this charge uses (the request's, else the subscription's default, else the
+        customer's), read from Stripe with its fingerprint; None when it is no card."""
+        card_id = request.payment_method_id
+        if card_id is None:
+            card_id = self._default_card(await self._subscription(request.subscription_id))
+        if card_id is None:
+            card_id = self._default_card(await self._customer(request.customer_id))
+        if card_id is None:
+            return None
+        try:
+            method = await self._get(
+                f"reading payment method {card_id}", f"/v1/payment_methods/{quote(card_id, safe='')}"
+            )
+        except ProviderRejected as exc:
+            if isinstance(exc.__cause__, stripe.InvalidRequestError) and exc.__cause__.http_status == 404:
+                return None  # not a PaymentMethod Stripe knows (a bank account): no card budget
+            raise
+        return self._saved_card(method)
+
+    async def saved_cards(self, customer_id: str) -> list[SavedCard]:
+        """The customer's saved PaymentMethods of type card (the default one marked)."""
+        listing = await self._get(
+            f"listing the cards of {customer_id}",
+            f"/v1/customers/{quote(customer_id, safe='')}/payment_methods",
+            type="card",
+            limit=100,
+        )
+        default = self._default_card(await self._customer(customer_id))
+        cards = [self._saved_card(m, default) for m in listing.get("data") or [] if isinstance(m, dict)]
+        return [c for c in cards if c is not None]
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
         url = (await self._invoice(invoice_id)).get("hosted_invoice_url")

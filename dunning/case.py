@@ -20,6 +20,7 @@ from dunning.models import (
     AccessRequest,
     AccessState,
     AttemptRecord,
+    CardBudget,
     CardUpdated,
     CaseState,
     CaseStatus,
@@ -39,6 +40,7 @@ from dunning.models import (
     PendingSms,
     Resume,
     RetryNowResult,
+    SavedCard,
     Stage,
     SubscriptionCanceled,
     TimelineEntry,
@@ -242,8 +244,40 @@ class Case:
             if a.result.status in ("succeeded", "declined") and (a.result.payment_method_id or "default") == current
         ]
 
+    def shared_budget(self) -> CardBudget | None:
+        """The current card's budget across every case, as this case's last charge learned it."""
+        budget = self.state.card_budget
+        if budget is None or budget.payment_method_id not in (None, self.state.current_card or budget.payment_method_id):
+            return None
+        return budget
+
+    def _shared_budget_spent(self, at: datetime) -> bool:
+        budget = self.shared_budget()
+        if budget is None:
+            return False
+        if budget.blocked_code:
+            return True
+        return budget.left <= 0 and (budget.frees_at is None or at < budget.frees_at)
+
     def card_budget_left(self, at: datetime) -> bool:
-        return schedule.can_attempt_now(self._card_attempts(), at, self.policy.max_attempts_per_card_30d)
+        """Within this case's own count and the card's count across cases (as last learned; the
+        charge itself re-checks that one atomically)."""
+        own = schedule.can_attempt_now(self._card_attempts(), at, self.policy.max_attempts_per_card_30d)
+        return own and not self._shared_budget_spent(at)
+
+    def card_budget_refusal(self, at: datetime) -> str | None:
+        """Why the card can't be charged now for its budget, in words, or None."""
+        budget = self.shared_budget()
+        if budget is not None and budget.blocked_code:
+            return f"this card must never be retried ({budget.blocked_code}, declined in {budget.blocked_by or 'another case'})"
+        if self._shared_budget_spent(at) and budget is not None:
+            return (
+                f"this card reached its budget of {budget.limit} attempts in 30 days across cases"
+                f" (used by {', '.join(budget.used_by) or 'other cases'})"
+            )
+        if not schedule.can_attempt_now(self._card_attempts(), at, self.policy.max_attempts_per_card_30d):
+            return f"this card reached its budget of {self.policy.max_attempts_per_card_30d} attempts in 30 days"
+        return None
 
     def next_retry(self) -> tuple[int, datetime] | None:
         """The next scheduled retry (offset index and time), or None when none is left."""
@@ -251,7 +285,7 @@ class Case:
         if s.card_blocked or not self.open_invoices():
             return None
         last = max((a.at for a in s.attempts), default=s.anchor)
-        return schedule.next_retry(
+        retry = schedule.next_retry(
             self.policy,
             s.anchor,
             self.timezone(),
@@ -259,6 +293,13 @@ class Case:
             self._card_attempts(),
             from_index=s.next_retry_index,
         )
+        budget = self.shared_budget()
+        if retry and budget is not None and budget.blocked_code:
+            return None
+        if retry and budget is not None and self._shared_budget_spent(retry[1]) and budget.frees_at:
+            # Other cases spent the card's budget: not before their oldest attempt leaves the window.
+            return retry[0], budget.frees_at
+        return retry
 
     def _next_ladder_step(self) -> tuple[NotifyStep, datetime] | None:
         s = self.state
@@ -360,9 +401,19 @@ class Case:
             payment_method_id=s.current_card,
         )
 
+    def budgeted_charge_request(self, invoice: InvoiceState) -> ChargeRequest:
+        """`charge_request`, reserving the attempt in the card's budget across cases first."""
+        request = self.charge_request(invoice)
+        return request.model_copy(update={"card_budget_limit": self.policy.max_attempts_per_card_30d})
+
     def record_charge(self, request: ChargeRequest, trigger: str, result: ChargeResult, now: datetime) -> None:
         s = self.state
         invoice = next(i for i in s.invoices if i.invoice_id == request.invoice_id)
+        if result.card_budget is not None:
+            s.card_budget = result.card_budget
+        if result.status == "refused":
+            self._record_refusal(result, now)
+            return
         invoice.attempts = request.attempt
         s.attempts.append(
             AttemptRecord(
@@ -382,6 +433,51 @@ class Case:
             self.log(now, "voided", f"{invoice.invoice_id} was voided in Stripe")
         else:
             self._record_decline(result, now)
+
+    def _record_refusal(self, result: ChargeResult, now: datetime) -> None:
+        """The card's budget stopped the charge before Stripe saw it: not an attempt, not a decline.
+        A never-retry decline on the card (in any case) ends this case's retries on it too."""
+        s = self.state
+        budget = result.card_budget
+        if budget is not None and budget.blocked_code:
+            s.card_blocked = True
+            s.decline_category = DeclineCategory.HARD
+            self.log(
+                now,
+                "charge_refused",
+                f"{result.invoice_id}: this card must never be retried ({budget.blocked_code} in"
+                f" {budget.blocked_by or 'another case'}): waiting for a new payment method",
+            )
+            return
+        by = f" (used by {', '.join(budget.used_by)})" if budget and budget.used_by else ""
+        self.log(now, "charge_refused", f"{result.invoice_id}: {result.message or 'the card reached its 30-day budget'}{by}")
+
+    def backup_card(self, cards: list[SavedCard], now: datetime) -> SavedCard | None:
+        """After a hard decline, the customer's next saved card to try (policy `try_backup_cards`):
+        another card (another fingerprint than the declined one), unexpired, not tried in this case."""
+        s = self.state
+        if not self.policy.try_backup_cards or not s.card_blocked or not self.open_invoices():
+            return None
+        declined = s.last_decline.payment_method_id if s.last_decline else None
+        declined_fp = next((c.fingerprint for c in cards if c.payment_method_id in (declined, s.current_card)), None)
+        blocked_fp = s.card_budget.fingerprint if s.card_budget and s.card_budget.blocked_code else None
+        for card in sorted(cards, key=lambda c: not c.is_default):
+            if card.payment_method_id in (declined, s.current_card) or card.payment_method_id in s.cards_tried:
+                continue
+            if card.fingerprint and card.fingerprint in (declined_fp, blocked_fp):
+                continue
+            if card.exp_year and card.exp_month and (card.exp_year, card.exp_month) < (now.year, now.month):
+                continue
+            return card
+        return None
+
+    def switch_to_backup(self, card: SavedCard, now: datetime) -> None:
+        s = self.state
+        s.cards_tried = [*s.cards_tried, card.payment_method_id]
+        s.current_card = card.payment_method_id
+        s.card_blocked = False
+        s.card_budget = None
+        self.log(now, "backup_card", f"trying the customer's saved {_card_words(card.brand, card.last4)}")
 
     def record_charge_error(self, invoice_id: str, reason: str, now: datetime) -> None:
         self.log(now, "charge_error", f"{invoice_id}: could not charge: {reason}")
@@ -411,8 +507,9 @@ class Case:
             category = s.decline_category or DeclineCategory.UNKNOWN
             article = "an" if category[0] in "aeiou" else "a"
             return f"the card can't be retried after {article} {category} decline: waiting for a new payment method"
-        if not self.card_budget_left(now):
-            return f"this card reached its budget of {self.policy.max_attempts_per_card_30d} attempts in 30 days"
+        budget_refusal = self.card_budget_refusal(now)
+        if budget_refusal:
+            return budget_refusal
         if charging:
             return "a charge is already in progress"
         return None
@@ -602,7 +699,15 @@ class Case:
             "access": s.access.value,
             "timezone": self.timezone(),
             "customer_acted": customer_acted,
+            **self._paid_with(),
         }
+
+    def _paid_with(self) -> MessageContext:
+        """Which card paid (brand, last four), for the thank-you; nothing when none of ours did."""
+        paid = [a.result for a in self.state.attempts if a.result.status == "succeeded" and a.result.card_last4]
+        if not paid:
+            return {}
+        return {"paid_with_brand": _brand_name(paid[-1].card_brand), "paid_with_last4": paid[-1].card_last4}
 
     # --- access and closing ---------------------------------------------------------------
 
@@ -729,6 +834,7 @@ class Case:
         if update.payment_method_id:
             s.current_card = update.payment_method_id
         s.card_blocked = False
+        s.card_budget = None  # another card, or the same one: its charge learns its budget afresh
         s.card_update_pending = True
         self.log(now, contract.Signal.CARD_UPDATED, update.source or update.payment_method_id or "payment method changed")
         return True
@@ -849,6 +955,8 @@ class Case:
             self_service_grace_left=self.self_service_grace_left(),
             customer_extensions=s.customer_extensions,
             feedback=s.feedback,
+            card_budget=self.shared_budget(),
+            card_budget_note=self.card_budget_line(),
         )
 
     def search_attributes(self, next_action: Wait) -> dict[str, object]:
@@ -882,6 +990,9 @@ class Case:
             lines.append(f"Paused: {s.pause_reason}")
         if s.last_decline:
             lines.append(f"Last decline: {s.last_decline.decline_code or s.last_decline.code} ({s.decline_category})")
+        budget_line = self.card_budget_line()
+        if budget_line:
+            lines.append(budget_line)
         lines.append(f"Access: {s.access.value}; grace ends {self.grace_ends_at():%Y-%m-%d %H:%M} UTC")
         if s.customer_extensions:
             lines.append(
@@ -896,6 +1007,19 @@ class Case:
             lines.append(f"The customer canceled on their page ({said})")
         lines.append(self.timezone_line())
         return "\n\n".join(lines)
+
+    def card_budget_line(self) -> str | None:
+        """The card's budget across cases, as the UI's details and `status` say it."""
+        budget = self.shared_budget()
+        if budget is None:
+            return None
+        cases = ", ".join(budget.used_by) or "no case"
+        if budget.blocked_code:
+            return f"Card blocked for every case: {budget.blocked_code} in {budget.blocked_by or 'another case'}"
+        if budget.left <= 0:
+            frees = f"; the next attempt frees {budget.frees_at:%Y-%m-%d %H:%M} UTC" if budget.frees_at else ""
+            return f"Card budget spent: {budget.used} of {budget.limit} attempts in 30 days, by {cases}{frees}"
+        return f"Card budget: {budget.left} of {budget.limit} attempts left in 30 days (used by {cases})"
 
     def timezone_line(self) -> str:
         """Which zone the case uses and why, as the UI's details say it."""
@@ -918,6 +1042,17 @@ def _days_text(length: timedelta) -> str:
     if length % timedelta(days=1) == timedelta(0):
         return f"{length.days} days"
     return f"{length / timedelta(hours=1):g} hours"
+
+
+_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover"}
+
+
+def _brand_name(brand: str | None) -> str | None:
+    return _BRANDS.get(brand, brand.title()) if brand else None
+
+
+def _card_words(brand: str | None, last4: str | None) -> str:
+    return f"{_brand_name(brand) or 'card'} ending {last4}" if last4 else "card"
 
 
 def charge_summary(invoice: InvoiceState, request: ChargeRequest, trigger: str) -> str:

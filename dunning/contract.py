@@ -27,6 +27,7 @@ from dunning.models import (
     Pause,
     PaymentFailed,
     Resume,
+    SavedCard,
     SubscriptionCanceled,
 )
 
@@ -120,6 +121,8 @@ SUSPEND_ACCESS = ActivityDef("suspend_access", AccessRequest, type(None))
 RESTORE_ACCESS = ActivityDef("restore_access", AccessRequest, type(None))
 CANCEL_SUBSCRIPTION = ActivityDef("cancel_subscription", AccessRequest, type(None))
 GET_CUSTOMER = ActivityDef("get_customer", str, CustomerProfile)
+#: The customer's saved cards, for backup cards after a hard decline (policy `try_backup_cards`).
+LIST_SAVED_CARDS = ActivityDef("list_saved_cards", str, list[SavedCard])
 #: Writes the case's facts to the recovery ledger, idempotent per case and milestone.
 RECORD_CASE = ActivityDef("record_case", CaseRecord, type(None))
 
@@ -131,6 +134,7 @@ ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     CANCEL_SUBSCRIPTION,
     GET_CUSTOMER,
     RECORD_CASE,
+    LIST_SAVED_CARDS,
 )
 
 # --- search attributes and visibility -------------------------------------------------

@@ -63,6 +63,24 @@ SOFT_DECLINE_CODES = frozenset(
     }
 )
 
+#: Hard declines about the data we sent (an expiry, a CVC, a currency), not the card itself: a card
+#: update with the same number (same fingerprint) may well pay.
+DATA_DECLINE_CODES = frozenset(
+    {
+        "expired_card",
+        "incorrect_cvc",
+        "invalid_cvc",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "card_not_supported",
+        "currency_not_supported",
+    }
+)
+
+#: Visa's category 1 ("issuer will never approve": lost, stolen, pick up, closed or invalid
+#: account, stop payment…) and Mastercard's equivalents: never retried on that card, by any case.
+NEVER_RETRY_CODES = HARD_DECLINE_CODES - DATA_DECLINE_CODES
+
 AUTHENTICATION_CODES = frozenset({"authentication_required", "authentication_not_handled"})
 
 # Stripe's `advice_code` overrides the decline code when it speaks.
@@ -96,3 +114,11 @@ def classify_decline(
 def is_retryable_on_same_card(category: DeclineCategory) -> bool:
     """Unknown declines are treated as soft: retrying on schedule is the safe, common default."""
     return category in (DeclineCategory.SOFT, DeclineCategory.UNKNOWN)
+
+
+def never_retry_card(decline_code: str | None = None, code: str | None = None, advice_code: str | None = None) -> bool:
+    """A decline that ends retries on this card everywhere (the card's fingerprint), not just in
+    the case that saw it: Visa's category 1, or Stripe's advice `do_not_try_again`."""
+    if advice_code == "do_not_try_again":
+        return True
+    return (decline_code or code) in NEVER_RETRY_CODES

@@ -193,13 +193,51 @@ class ChargeRequest(_Model):
     attempt: int = Field(ge=1, description="attempt number of this invoice within the case")
     idempotency_key: str
     payment_method_id: str | None = None
+    card_budget_limit: int | None = Field(
+        None,
+        description="the charging case's `max_attempts_per_card_30d`: the charge reserves an attempt in the card's"
+        " budget across every case first (None: counted, never refused; cases started before the shared budget)",
+    )
+
+
+class CardBudget(_Model):
+    """What a charge learned of its card's 30-day budget, counted per card (Stripe's fingerprint)
+    across every case that charges it, whoever the customer."""
+
+    fingerprint: str
+    payment_method_id: str | None = None
+    limit: int = Field(description="the charging case's limit")
+    used: int = Field(description="attempts on this card in the 30 days up to the charge, every case's")
+    used_by: list[str] = Field([], description="the cases (workflow ids) whose attempts those are")
+    frees_at: datetime | None = Field(None, description="when the oldest of them leaves the 30-day window")
+    blocked_code: str | None = Field(None, description="a never-retry decline on this card ends every case's retries")
+    blocked_by: str | None = None
+
+    @property
+    def left(self) -> int:
+        return 0 if self.blocked_code else max(self.limit - self.used, 0)
+
+
+class SavedCard(_Model):
+    """One of the customer's saved cards, as a backup after a hard decline on the one charged."""
+
+    payment_method_id: str
+    fingerprint: str | None = None
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    is_default: bool = False
 
 
 class ChargeResult(_Model):
     """What happened to one charge. A decline is a result, never an exception."""
 
     invoice_id: str
-    status: Literal["succeeded", "declined", "already_paid", "voided"]
+    status: Literal["succeeded", "declined", "already_paid", "voided", "refused"] = Field(
+        description="`refused`: the card's budget (or a never-retry decline on it) stopped the charge before"
+        " Stripe saw it; not an attempt"
+    )
     category: DeclineCategory | None = None
     code: str | None = None
     decline_code: str | None = None
@@ -207,6 +245,9 @@ class ChargeResult(_Model):
     message: str | None = None
     payment_method_id: str | None = None
     payment_intent_id: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_budget: CardBudget | None = None
 
 
 class CustomerProfile(_Model):
@@ -348,6 +389,8 @@ class CaseState(_PinnedModel):
     last_decline: ChargeResult | None = None
     current_card: str | None = None
     card_blocked: bool = False
+    card_budget: CardBudget | None = Field(None, description="the card's budget across cases, as the last charge learned it")
+    cards_tried: list[str] = Field([], description="backup cards tried in this case (each once)")
     card_update_pending: bool = False
     next_retry_index: int = Field(0, description="first retry offset of the policy not used yet")
     ladder_steps_done: list[int] = []
@@ -429,6 +472,10 @@ class CaseStatus(_Model):
     self_service_grace_left: int = Field(0, description="how often the customer may still take more time")
     customer_extensions: int = 0
     feedback: CustomerFeedback | None = None
+    card_budget: CardBudget | None = Field(
+        None, description="the card's 30-day budget across every case charging it, as the last charge learned it"
+    )
+    card_budget_note: str | None = Field(None, description="the card's budget in words: left, spent and by which cases")
 
 
 class RetryNowResult(_Model):

@@ -202,6 +202,9 @@ class Policy(BaseModel):
     notify: list[NotifyStep] = []
     # Reminders before a renewal the card on file can't pay (it expires first); none: pre-dunning is off.
     pre_dunning: list[PreDunningStep] = []
+    # After a hard decline, try the customer's other saved, unexpired cards (once each, within
+    # their budgets) before asking for a new one.
+    try_backup_cards: bool = False
 
     @field_validator("retry_after")
     @classmethod
@@ -227,6 +230,8 @@ class Policy(BaseModel):
         data = handler(self)
         if isinstance(data, dict) and not self.pre_dunning:
             data.pop("pre_dunning", None)
+        if isinstance(data, dict) and not self.try_backup_cards:
+            data.pop("try_backup_cards", None)  # the same, for backup cards
         return data
 
     @property

@@ -139,10 +139,20 @@ def payment_method(
     exp_month: int | None = None,
     exp_year: int | None = None,
     last4: str | None = None,
+    brand: str | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
+    """A card PaymentMethod; `fingerprint` names the card number (the same for one card saved by
+    two customers, as Stripe does)."""
     pm = resource("payment_method", id=pm_id, customer=customer)
     card = pm["card"]
-    for name, value in (("exp_month", exp_month), ("exp_year", exp_year), ("last4", last4)):
+    for name, value in (
+        ("exp_month", exp_month),
+        ("exp_year", exp_year),
+        ("last4", last4),
+        ("brand", brand),
+        ("fingerprint", fingerprint),
+    ):
         if value is not None:
             card[name] = value
     return pm
@@ -382,6 +392,9 @@ class FakeStripe:
         route(re.compile(r"^/v1/subscriptions/[^/]+$")).respond_with_handler(self._subscription)
         route("/v1/subscriptions", method="GET").respond_with_handler(self._list_subscriptions)
         route(re.compile(r"^/v1/payment_methods/[^/]+$"), method="GET").respond_with_handler(self._payment_method)
+        route(re.compile(r"^/v1/customers/[^/]+/payment_methods$"), method="GET").respond_with_handler(
+            self._customer_payment_methods
+        )
         route("/v1/billing_portal/sessions", method="POST").respond_with_handler(self._portal)
         route(re.compile(r"^/p/session/[^/]+$")).respond_with_handler(self._portal_page)
 
@@ -588,6 +601,21 @@ class FakeStripe:
         if pm_id not in self.payment_methods:
             return self._missing("payment_method", pm_id)
         return self._json(200, self.payment_methods[pm_id])
+
+    def _customer_payment_methods(self, request: Request) -> Response:
+        """`GET /v1/customers/{id}/payment_methods?type=card`: the customer's saved payment methods."""
+        self._record(request)
+        customer_id = request.path.split("/")[3]
+        if customer_id not in self.customers:
+            return self._missing("customer", customer_id)
+        kind = request.args.get("type")
+        found = [
+            pm
+            for pm in self.payment_methods.values()
+            if pm.get("customer") == customer_id and (kind is None or pm.get("type") == kind)
+        ]
+        url = f"/v1/customers/{customer_id}/payment_methods"
+        return self._json(200, {"object": "list", "data": found, "has_more": False, "url": url})
 
     def _portal(self, request: Request) -> Response:
         seen = self._record(request)

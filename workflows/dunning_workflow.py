@@ -99,6 +99,11 @@ RECORD_TO_LEDGER = "record-case-to-ledger"
 EMAIL_STOPPED_SMS_WAITS_FOR_DAYTIME = "email-stopped-sms-waits-for-daytime"
 #: The pinned policy and experiment arm published as `DunningPolicy` and `ExperimentArm`.
 PUBLISH_POLICY_AND_ARM = "publish-policy-and-arm"
+#: A charge reserves its attempt in the card's budget across every case (the card's fingerprint)
+#: and may be refused; the case learns the card's budget from each charge.
+CARD_BUDGET_ACROSS_CASES = "card-budget-across-cases"
+#: After a hard decline the case tries the customer's other saved cards (policy `try_backup_cards`).
+BACKUP_CARDS = "backup-cards"
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -221,29 +226,65 @@ class DunningWorkflow:
     # --- charging ---------------------------------------------------------------------
 
     async def _charge_round(self, trigger: str) -> list[ChargeResult]:
-        """Charge the open invoices oldest first; the first decline ends the round."""
+        """Charge the open invoices oldest first; the first decline ends the round. After a hard
+        decline, the customer's other saved cards are tried first (policy `try_backup_cards`)."""
         case, results = self.case, []
         async with self.charging:
-            for invoice in case.open_invoices():
-                if not case.card_budget_left(workflow.now()):
-                    case.log(workflow.now(), "retry_skipped", "this card reached its 30-day attempt budget")
-                    break
-                request = case.charge_request(invoice)
-                try:
-                    result = await self._call(
-                        contract.CHARGE_INVOICE,
-                        request,
-                        window=CHARGE_WINDOW,
-                        summary=charge_summary(invoice, request, trigger),
-                    )
-                except ActivityError as err:
-                    case.record_charge_error(invoice.invoice_id, _cause(err), workflow.now())
-                    break
-                case.record_charge(request, trigger, result, workflow.now())
-                results.append(result)
-                if result.status == "declined":
-                    break
+            budgeted = workflow.patched(CARD_BUDGET_ACROSS_CASES)
+            results = await self._charge_invoices(trigger, budgeted)
+            while (
+                budgeted
+                and case.state.card_blocked
+                and case.policy.try_backup_cards
+                and case.open_invoices()
+                and workflow.patched(BACKUP_CARDS)
+                and await self._switch_to_backup_card()
+            ):
+                results += await self._charge_invoices("backup card", budgeted)
         self.wake = True
+        return results
+
+    async def _switch_to_backup_card(self) -> bool:
+        case = self.case
+        customer_id = case.state.customer_id
+        try:
+            cards = await self._call(
+                contract.LIST_SAVED_CARDS,
+                customer_id,
+                window=CUSTOMER_WINDOW,
+                summary=f"list the saved cards of {customer_id}",
+            )
+        except ActivityError as err:
+            case.log(workflow.now(), "backup_cards_unavailable", _cause(err))
+            return False
+        card = case.backup_card(cards, workflow.now())
+        if card is None:
+            case.log(workflow.now(), "no_backup_card", "no other saved, unexpired card to try: asking for a new one")
+            return False
+        case.switch_to_backup(card, workflow.now())
+        return True
+
+    async def _charge_invoices(self, trigger: str, budgeted: bool) -> list[ChargeResult]:
+        case, results = self.case, []
+        for invoice in case.open_invoices():
+            if not case.card_budget_left(workflow.now()):
+                case.log(workflow.now(), "retry_skipped", "this card reached its 30-day attempt budget")
+                break
+            request = case.budgeted_charge_request(invoice) if budgeted else case.charge_request(invoice)
+            try:
+                result = await self._call(
+                    contract.CHARGE_INVOICE,
+                    request,
+                    window=CHARGE_WINDOW,
+                    summary=charge_summary(invoice, request, trigger),
+                )
+            except ActivityError as err:
+                case.record_charge_error(invoice.invoice_id, _cause(err), workflow.now())
+                break
+            case.record_charge(request, trigger, result, workflow.now())
+            results.append(result)
+            if result.status in ("declined", "refused"):
+                break
         return results
 
     # --- messages ---------------------------------------------------------------------

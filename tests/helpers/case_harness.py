@@ -31,7 +31,7 @@ from workflows.dunning_workflow import DunningWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 #: Histories are recorded as `{scenario}.{RECORDING_TAG}.json`: the tag names the newest patch,
 #: so a new path is recorded beside the old files, which stay for the replay tests.
-RECORDING_TAG = "experiments"
+RECORDING_TAG = "card_budget"
 #: Timer durations differ by the milliseconds a test's own steps take.
 TIMER_TOLERANCE = timedelta(seconds=2)
 

@@ -41,6 +41,7 @@ ACTIVITIES = [
     "cancel_subscription",
     "get_customer",
     "record_case",
+    "list_saved_cards",
 ]
 SEARCH_ATTRIBUTES = {
     "DunningStage": "Keyword",

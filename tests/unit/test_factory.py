@@ -50,7 +50,7 @@ def test_sendgrid_sends_from_the_configured_sender(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DUNNING_EMAIL_FROM", "billing@yourco.example")
     email = build_email_backend(Settings(), SandboxOutbox())
     assert isinstance(email, SendGridEmail) and email.from_email == "billing@yourco.example"
-    assert len(build_activities(Settings())) == 7
+    assert len(build_activities(Settings())) == 8
 
 
 def test_the_sandbox_needs_no_sender() -> None:
@@ -58,7 +58,7 @@ def test_the_sandbox_needs_no_sender() -> None:
     assert settings.email_backend() == "sandbox" and settings.dunning_email_from is None
     outbox = SandboxOutbox()
     assert build_email_backend(settings, outbox) is outbox
-    assert len(build_activities(settings)) == 7
+    assert len(build_activities(settings)) == 8
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,14 @@ EXTRA_VARIANTS = {
     "recovered": {
         "": {"amount_due": 0, "amount_paid": "{paid}", "customer_acted": False},
         "customer_acted": {"amount_due": 0, "amount_paid": "{paid}", "customer_acted": True},
+        # a backup card paid after a hard decline on the card on file: the thanks says which
+        "backup_card": {
+            "amount_due": 0,
+            "amount_paid": "{paid}",
+            "customer_acted": False,
+            "paid_with_brand": "Visa",
+            "paid_with_last4": "4242",
+        },
     },
     "reminder": {"partly_paid": {"amount_paid": 999_999}},
 }

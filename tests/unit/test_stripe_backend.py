@@ -12,6 +12,8 @@ from activities.stripe_backend import StripePayments
 from dunning.models import AccessRequest, ChargeRequest, DeclineCategory
 from fakes import stripe_api as sf
 from fakes.stripe_api import FakeStripe, Reply
+from runtime.card_budget import DatabaseCardBudget
+from tests.helpers.database import sqlite_database
 
 API_KEY = "sk_test_dunning_backend_0123456789"
 
@@ -423,3 +425,68 @@ async def test_sms_opt_out_is_written_to_and_cleared_from_the_customers_metadata
     await backend.set_sms_opt_out_metadata("cus_stop", False)
     assert fake.customers["cus_stop"]["metadata"] == {"other": "kept"}
     assert not (await backend.get_contact("cus_stop")).sms_opted_out
+
+
+# --- the card's budget across cases and backup cards ---------------------------------------
+
+
+async def test_the_charged_card_is_read_with_its_fingerprint(fake: FakeStripe, backend: StripePayments):
+    fake.add(sf.payment_method("pm_card_old", fingerprint="fpSHARED", brand="mastercard", last4="4444"))
+    card = await backend.charged_card(charge())  # no card named: the customer's default
+    assert card is not None and (card.payment_method_id, card.fingerprint, card.brand, card.last4) == (
+        "pm_card_old",
+        "fpSHARED",
+        "mastercard",
+        "4444",
+    )
+    assert await backend.charged_card(charge(payment_method_id="pm_unknown")) is None  # no card: no budget
+
+
+async def test_saved_cards_list_the_customers_card_payment_methods(fake: FakeStripe, backend: StripePayments):
+    fake.add(
+        sf.payment_method("pm_card_old", fingerprint="fpOLD"),
+        sf.payment_method("pm_backup", fingerprint="fpBACKUP", brand="mastercard", last4="4444", exp_year=2031),
+        sf.payment_method("pm_other_customer", customer="cus_other", fingerprint="fpOTHER"),
+    )
+    cards = await backend.saved_cards("cus_test_1")
+    assert [(c.payment_method_id, c.fingerprint, c.is_default) for c in cards] == [
+        ("pm_card_old", "fpOLD", True),
+        ("pm_backup", "fpBACKUP", False),
+    ]
+    listing = [r for r in fake.requests if r.path.endswith("/payment_methods")]
+    assert listing and listing[0].query.get("type") == "card"
+
+
+async def test_two_customers_one_card_share_its_budget_through_the_activity(
+    fake: FakeStripe, backend: StripePayments, tmp_path
+):
+    """The same card number saved by two customers: one fingerprint, one budget in the database.
+    A refused charge never reaches Stripe and is no attempt; a stolen card blocks it for both."""
+    fake.add(
+        sf.invoice("in_b", customer="cus_b", subscription="sub_b"),
+        sf.customer("cus_b", default_payment_method="pm_b"),
+        sf.subscription("sub_b", customer="cus_b"),
+        sf.payment_method("pm_card_old", fingerprint="fpSHARED"),
+        sf.payment_method("pm_b", customer="cus_b", fingerprint="fpSHARED"),
+    )
+    budget = DatabaseCardBudget(sqlite_database(tmp_path))
+    activities = PaymentActivities(backend, budget)
+    fake.pay_script.extend(
+        [Reply(402, sf.card_error(decline_code="insufficient_funds")), Reply(402, sf.card_error(decline_code="insufficient_funds", invoice_id="in_b", payment_method_id="pm_b"))]
+    )
+    first = await activities.charge_invoice(charge(1).model_copy(update={"card_budget_limit": 2}))
+    assert first.status == "declined" and first.card_budget is not None and first.card_budget.used == 1
+    other = ChargeRequest(
+        invoice_id="in_b", customer_id="cus_b", subscription_id="sub_b", attempt=1,
+        idempotency_key="dunning-sub_b@x/in_b/1", card_budget_limit=2,
+    )
+    second = await activities.charge_invoice(other)
+    assert second.status == "declined" and second.card_budget is not None
+    assert second.card_budget.used == 2 and second.card_budget.used_by[-1] == "dunning-sub_b"
+    pays = len([r for r in fake.requests if r.path.endswith("/pay")])
+    refused = await activities.charge_invoice(charge(2).model_copy(update={"card_budget_limit": 2}))
+    assert refused.status == "refused" and refused.code == "card_budget_exhausted"
+    assert len([r for r in fake.requests if r.path.endswith("/pay")]) == pays  # Stripe never saw it
+    # The activity retried after an outage reuses its reservation (same idempotency key).
+    again = await activities.charge_invoice(other)
+    assert again.status == "declined"

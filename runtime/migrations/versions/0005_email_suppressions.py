@@ -2,11 +2,9 @@
 dropped, spam report, unsubscribe), and every such event once (SendGrid retries: `sg_event_id`).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 
-Chained to 0003 on its branch while another branch adds 0004 (per-card budgets) in parallel: at
-the merge, the integrator re-chains this one to `down_revision = "0004"` (the two touch different
-tables, so either order migrates the same schema).
+(Written beside 0004, the per-card budget, and chained after it; the two touch different tables.)
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
