@@ -14,8 +14,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Table, delete, select, update
 
+from runtime.card_budget import card_attempts, card_blocks
 from runtime.consent import consent_events, sms_consent, sms_recipients
 from runtime.database import Database
 from runtime.email_suppression import email_events, email_suppressions
@@ -32,7 +33,13 @@ CUSTOMER_TABLES: tuple[Table, ...] = (
     ledger_events,
     email_suppressions,
     email_events,
+    card_attempts,
+    card_blocks,
 )
+#: Kept, but no longer theirs, when a customer is forgotten: the card networks count a card's
+#: attempts for 30 days whoever made them, so erasing them would hand the card a fresh budget.
+ANONYMIZED_TABLES: tuple[Table, ...] = (card_attempts, card_blocks)
+FORGOTTEN = "forgotten"
 
 
 def _plain(value: Any) -> Any:
@@ -57,12 +64,15 @@ def forget_customer(database: Database, customer_id: str) -> dict[str, int]:
 
     The SMS opt-out goes too, so run it once the customer's cases are closed: a case still open
     would find no opt-out and could text them again (the CLI warns about open cases). Their email
-    suppressions go too: SendGrid's own suppression list still drops mail to a bounced address."""
+    suppressions go too: SendGrid's own suppression list still drops mail to a bounced address.
+    Their cards' attempts stay, as `forgotten`'s, for the per-card budget (`ANONYMIZED_TABLES`)."""
 
     def erase(db: Connection) -> dict[str, int]:
-        return {
-            table.name: int(db.execute(delete(table).where(table.c.customer_id == customer_id)).rowcount or 0)
-            for table in CUSTOMER_TABLES
-        }
+        counts = {}
+        for table in CUSTOMER_TABLES:
+            mine = table.c.customer_id == customer_id
+            change = update(table).where(mine).values(customer_id=FORGOTTEN) if table in ANONYMIZED_TABLES else delete(table).where(mine)
+            counts[table.name] = int(db.execute(change).rowcount or 0)
+        return counts
 
     return database.run(erase)
