@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from dunning.models import CardUpdated, Channel, CustomerProfile, NotificationResult
 
 # The cases' provider retries, windows and error reading: a reminder is a message like theirs.
-from workflows.dunning_workflow import CALL_TIMEOUT, CUSTOMER_WINDOW, MESSAGE_WINDOW, PROVIDER_RETRY, _cause
+from workflows.activity_calls import CUSTOMER_WINDOW, MESSAGE_WINDOW, call, cause
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -88,7 +88,7 @@ class CardExpiryWorkflow:
                     summary=f"{delivery.channel} '{delivery.template}' before the renewal",
                 )
             except ActivityError as err:
-                result = NotificationResult(channel=delivery.channel, status="failed", reason=_cause(err))
+                result = NotificationResult(channel=delivery.channel, status="failed", reason=cause(err))
         fallback = reminders.record_notification(delivery, result, workflow.now())
         if fallback is not None and reminders.is_open:
             await self._deliver(fallback)
@@ -100,21 +100,11 @@ class CardExpiryWorkflow:
                 contract.GET_CUSTOMER, customer_id, window=CUSTOMER_WINDOW, summary=f"look up customer {customer_id}"
             )
         except ActivityError as err:
-            return self.reminders.customer_lookup_failed(_cause(err), workflow.now())
+            return self.reminders.customer_lookup_failed(cause(err), workflow.now())
         return profile
 
     async def _call(self, activity: ActivityDef[ArgT, ResultT], arg: ArgT, *, window: timedelta, summary: str) -> ResultT:
-        """One of the contract's activities; provider outages are retried within `window`, as the cases do."""
-        result: ResultT = await workflow.execute_activity(
-            activity.name,
-            arg,
-            result_type=activity.result_type,
-            start_to_close_timeout=CALL_TIMEOUT,
-            schedule_to_close_timeout=window,
-            retry_policy=PROVIDER_RETRY,
-            summary=summary,
-        )
-        return result
+        return await call(activity, arg, window=window, summary=summary)
 
     # --- signals and query -------------------------------------------------------------------
 

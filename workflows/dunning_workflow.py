@@ -17,6 +17,16 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
+from workflows.activity_calls import (
+    ACCESS_WINDOW,
+    CALL_TIMEOUT,
+    CHARGE_WINDOW,
+    CUSTOMER_WINDOW,
+    MESSAGE_WINDOW,
+    call,
+    cause,
+)
+
 with workflow.unsafe.imports_passed_through():
     from dunning import contract
     from dunning.case import (
@@ -53,25 +63,12 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionCanceled,
     )
 
-# Provider outages are retried with backoff for as long as these windows allow; a decline is
-# a result and never reaches this policy.
-PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=10),
-    non_retryable_error_types=["ProviderRejected"],
-)
-CHARGE_WINDOW = timedelta(hours=12)
-MESSAGE_WINDOW = timedelta(hours=6)
-ACCESS_WINDOW = timedelta(days=1)
-CUSTOMER_WINDOW = timedelta(hours=1)
 #: The ledger may be down this long; the case goes on meanwhile and waits for its records only
 #: before it completes or continues as new.
 LEDGER_WINDOW = timedelta(days=7)
 LEDGER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=10)
 )
-CALL_TIMEOUT = timedelta(seconds=60)
 
 # Patches: each guards a change to the command sequence of cases already running.
 #: In-app banners are recorded by the workflow itself, no `send_notification` activity.
@@ -255,7 +252,7 @@ class DunningWorkflow:
                 summary=f"list the saved cards of {customer_id}",
             )
         except ActivityError as err:
-            case.log(workflow.now(), "backup_cards_unavailable", _cause(err))
+            case.log(workflow.now(), "backup_cards_unavailable", cause(err))
             return False
         card = case.backup_card(cards, workflow.now())
         if card is None:
@@ -279,7 +276,7 @@ class DunningWorkflow:
                     summary=charge_summary(invoice, request, trigger),
                 )
             except ActivityError as err:
-                case.record_charge_error(invoice.invoice_id, _cause(err), workflow.now())
+                case.record_charge_error(invoice.invoice_id, cause(err), workflow.now())
                 break
             case.record_charge(request, trigger, result, workflow.now())
             results.append(result)
@@ -334,7 +331,7 @@ class DunningWorkflow:
                     summary=f"{delivery.channel} '{delivery.template}'",
                 )
             except ActivityError as err:
-                result = NotificationResult(channel=delivery.channel, status="failed", reason=_cause(err))
+                result = NotificationResult(channel=delivery.channel, status="failed", reason=cause(err))
         fallback = case.record_notification(delivery, result, workflow.now())
         if fallback:
             if (
@@ -358,7 +355,7 @@ class DunningWorkflow:
         try:
             await self._call(activity, self.case.access_request(reason), window=ACCESS_WINDOW, summary=reason)
         except ActivityError as err:
-            self.case.log(workflow.now(), f"{activity.name}_failed", _cause(err))
+            self.case.log(workflow.now(), f"{activity.name}_failed", cause(err))
 
     async def _suspend(self) -> None:
         self.case.suspend(workflow.now())
@@ -457,17 +454,7 @@ class DunningWorkflow:
     # --- Temporal plumbing --------------------------------------------------------------
 
     async def _call(self, activity: ActivityDef[ArgT, ResultT], arg: ArgT, *, window: timedelta, summary: str) -> ResultT:
-        """Run one of the contract's activities; provider outages are retried within `window`."""
-        result: ResultT = await workflow.execute_activity(
-            activity.name,
-            arg,
-            result_type=activity.result_type,
-            start_to_close_timeout=CALL_TIMEOUT,
-            schedule_to_close_timeout=window,
-            retry_policy=PROVIDER_RETRY,
-            summary=summary,
-        )
-        return result
+        return await call(activity, arg, window=window, summary=summary)
 
     async def _get_customer(self) -> CustomerProfile:
         customer_id = self.case.state.customer_id
@@ -476,7 +463,7 @@ class DunningWorkflow:
                 contract.GET_CUSTOMER, customer_id, window=CUSTOMER_WINDOW, summary=f"look up customer {customer_id}"
             )
         except ActivityError as err:
-            return self.case.customer_lookup_failed(_cause(err), workflow.now())
+            return self.case.customer_lookup_failed(cause(err), workflow.now())
 
     def _record(self) -> None:
         """Hand the milestones reached since the last record to the ledger, without waiting: a
@@ -510,7 +497,7 @@ class DunningWorkflow:
             self.records.remove(handle)
             error = handle.exception()
             if error is not None:
-                detail = _cause(error) if isinstance(error, ActivityError) else str(error)
+                detail = cause(error) if isinstance(error, ActivityError) else str(error)
                 self.case.log(workflow.now(), "ledger_failed", detail)
 
     def _history_too_long(self) -> bool:
@@ -536,10 +523,3 @@ class DunningWorkflow:
             )
             self.published_attributes = values
         workflow.set_current_details(self.case.details(self.next_action))
-
-
-def _cause(err: ActivityError) -> str:
-    cause: BaseException | None = err.cause
-    while cause is not None and getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[attr-defined]
-    return str(cause or err)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from dunning.policy import load_policies
 from runtime.settings import Settings
-from workflows.dunning_workflow import CALL_TIMEOUT
+from workflows.activity_calls import CALL_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"

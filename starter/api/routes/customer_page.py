@@ -517,6 +517,17 @@ async def _settled(handle: WorkflowHandle[Any, Any], done: Any, seconds: float =
         await asyncio.sleep(0.2)
 
 
+async def _case_to_act_on(
+    request: Request, token: str, links: CaseLinks, client: Client, settings: Any, ledger: DatabaseLedger
+) -> FoundCase | Response:
+    """The case a form acts on, or the response that ends the request (an error page; back to
+    the page for a reminder's link, which has no forms)."""
+    found = await _lookup(request, token, links, client, settings, ledger)
+    if isinstance(found, FoundReminder):
+        return RedirectResponse(f"/c/{token}", 303, headers=PAGE_HEADERS)
+    return found
+
+
 @router.post("/c/{token}/more-time")
 async def more_time(
     request: Request,
@@ -527,15 +538,11 @@ async def more_time(
     ledger: LedgerDep,
     csrf: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    found = await _lookup(request, token, links, client, settings, ledger)
-    if isinstance(found, HTMLResponse):
+    found = await _case_to_act_on(request, token, links, client, settings, ledger)
+    if isinstance(found, Response):
         return found
-    if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
-        return RedirectResponse(f"/c/{token}", 303, headers=PAGE_HEADERS)
-    status = found.status
+    status, link_id, page = found.status, found.record.link_id, f"/c/{token}"
     assert status is not None
-    link_id = found.record.link_id
-    page = f"/c/{token}"
     taken = status.customer_extensions
     if not links.signer.form_secret_ok(csrf, link_id, "more-time", str(taken)):
         # A stale form (the extension it asked for already happened) or a forged one: no change.
@@ -568,15 +575,11 @@ async def cancel(
     reason: Annotated[str, Form(max_length=40)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    found = await _lookup(request, token, links, client, settings, ledger)
-    if isinstance(found, HTMLResponse):
+    found = await _case_to_act_on(request, token, links, client, settings, ledger)
+    if isinstance(found, Response):
         return found
-    if isinstance(found, FoundReminder):  # a reminder offers nothing to post: back to its page
-        return RedirectResponse(f"/c/{token}", 303, headers=PAGE_HEADERS)
-    status = found.status
+    status, link_id, page = found.status, found.record.link_id, f"/c/{token}"
     assert status is not None
-    link_id = found.record.link_id
-    page = f"/c/{token}"
     if not links.signer.form_secret_ok(csrf, link_id, "cancel") or not found.current:
         return RedirectResponse(page, 303, headers=PAGE_HEADERS)
     chosen = reason if reason in {r.value for r in CancelReason} else None
