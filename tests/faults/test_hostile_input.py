@@ -20,6 +20,8 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -74,8 +76,13 @@ async def target(dev_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterato
     env_before = {k: os.environ.get(k) for k in ("DUNNING_API_TOKEN", "DUNNING_ENCRYPTION_KEYS")}
     os.environ["DUNNING_API_TOKEN"] = API_TOKEN  # the codec server and in-app read it from the environment
     os.environ["DUNNING_ENCRYPTION_KEYS"] = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
+    # Every door configured as in production, so none answers 503 for a missing secret.
+    sendgrid_key = ec.generate_private_key(ec.SECP256R1()).public_key()
     settings_ = Settings(
         stripe_webhook_secret=WEBHOOK_SECRET,
+        sendgrid_webhook_public_key=base64.b64encode(
+            sendgrid_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).decode(),
         twilio_auth_token=TWILIO_TOKEN,
         twilio_account_sid=TWILIO_SID,
         dunning_api_token=API_TOKEN,
@@ -375,6 +382,7 @@ def test_every_endpoint_of_the_contract_is_under_test(target: Target):
     assert {
         "/webhooks/stripe",
         "/webhooks/twilio/sms",
+        "/webhooks/sendgrid/events",
         "/v1/customers/{customer_id}/dunning",
         "/healthz",
         "/codec/decode",
@@ -393,6 +401,8 @@ def test_every_endpoint_of_the_contract_is_under_test(target: Target):
                 "Content-Type",
                 "Stripe-Signature",
                 "X-Twilio-Signature",
+                "X-Twilio-Email-Event-Webhook-Signature",
+                "X-Twilio-Email-Event-Webhook-Timestamp",
                 "Origin",
                 "Accept-Language",
                 "X-Namespace",
