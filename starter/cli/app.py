@@ -515,6 +515,9 @@ def report(
     by: Annotated[str | None, typer.Option(help="Group by policy, arm, decline_category, trigger, channel or step.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: one line per group and currency.")] = False,
+    include_simulated: Annotated[
+        bool, typer.Option("--include-simulated", help="Count the cases of `dunning simulate` too (labelled SIMULATED).")
+    ] = False,
 ) -> None:
     """Recovery over the cases opened in a period, from the recovery ledger (docs/analytics.md)."""
     import csv
@@ -532,7 +535,7 @@ def report(
     if by is not None and by not in GROUPINGS:
         raise typer.BadParameter(f"--by {by!r}: one of {', '.join(GROUPINGS)}")
     with _database(Settings()) as database:
-        rows = asyncio.run(DatabaseLedger(database).report_rows(first, last))
+        rows = asyncio.run(DatabaseLedger(database).report_rows(first, last, include_simulated=include_simulated))
     result = recovery_report(rows, by)
     if as_json:
         console.print_json(result.model_dump_json())
@@ -570,6 +573,9 @@ def experiments_list() -> None:
 def experiments_report(
     name: Annotated[str, typer.Argument(help="The experiment's name in experiments.toml.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
+    include_simulated: Annotated[
+        bool, typer.Option("--include-simulated", help="Count the cases of `dunning simulate` too (labelled SIMULATED).")
+    ] = False,
 ) -> None:
     """Per arm: cases, recovery rate with its 95 % interval, lift over the control, and the verdict
     (docs/analytics.md, "Experiments")."""
@@ -585,8 +591,8 @@ def experiments_report(
     if experiment is None:
         _fail(f"no experiment {name!r} in {folder / 'experiments.toml'}")
     with _database(settings) as database:
-        rows = asyncio.run(DatabaseLedger(database).report_rows())
-    result = experiment_report(experiment, rows)
+        rows = asyncio.run(DatabaseLedger(database).report_rows(include_simulated=include_simulated))
+    result = experiment_report(experiment, rows, simulated=any(r.simulated for r in rows))
     if as_json:
         console.print_json(result.model_dump_json())
     else:

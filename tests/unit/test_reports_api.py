@@ -70,7 +70,7 @@ async def test_the_recovery_report_is_the_contracts_json(app: FastAPI) -> None:
 
 async def test_the_report_answers_503_while_the_database_is_down(app: FastAPI) -> None:
     class Down(DatabaseLedger):
-        async def report_rows(self, since=None, until=None):  # type: ignore[no-untyped-def]
+        async def report_rows(self, since=None, until=None, **kwargs):  # type: ignore[no-untyped-def]
             raise DatabaseUnavailable("database unavailable: connection refused")
 
     app.dependency_overrides[deps.get_ledger] = lambda: Down(app.state.database)
