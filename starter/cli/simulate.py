@@ -30,6 +30,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -133,8 +134,11 @@ def test_server_binary() -> str:
 
 async def start_time_skipping() -> WorkflowEnvironment:
     """The time-skipping server, in this process's care, with the contract's search attributes."""
+    # The SDK core's own warnings (the test server is not a production server) would land on
+    # stdout, in the middle of a report or its JSON: errors only.
+    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=test_server_binary()
+        data_converter=pydantic_data_converter, test_server_existing_path=test_server_binary(), runtime=quiet
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
