@@ -49,6 +49,7 @@ from starter.cli import operator as ops
 from starter.cli import render
 
 if TYPE_CHECKING:
+    from dunning.simulation import Population
     from runtime.database import Database
     from runtime.settings import Settings
 
@@ -709,7 +710,7 @@ def simulate(
 
 
 def _simulate(
-    population: object,
+    population: Population,
     *,
     policy: str | None,
     experiment: str | None,
@@ -722,12 +723,10 @@ def _simulate(
 
     from activities.policy_check import load_checked_policies
     from dunning.experiments import load_experiments
-    from dunning.simulation import Population
     from runtime.ledger import Ledger, MemoryLedger
     from runtime.settings import Settings
-    from starter.cli.simulate import SimulationError, plan_cases, run_simulation
+    from starter.cli.simulate import SimulationError, SimulationResult, plan_cases, run_simulation
 
-    assert isinstance(population, Population)
     from runtime.logging import configure_logging
 
     settings = Settings()
@@ -742,7 +741,7 @@ def _simulate(
         _fail(f"no policy {policy!r} in {settings.dunning_policy_dir} (policies: {', '.join(sorted(policies))})")
     plans = plan_cases(population, policies, seed=seed, cases=cases or population.cases, policy=policy, experiment=chosen)
 
-    def run(ledger: Ledger) -> object:
+    def run(ledger: Ledger) -> SimulationResult:
         with Progress(
             TextColumn("[bold yellow]SIMULATING[/] {task.description}"),
             BarColumn(),
@@ -768,9 +767,6 @@ def _simulate(
             result = run(DatabaseLedger(database))
     else:
         result = run(MemoryLedger())
-    from starter.cli.simulate import SimulationResult
-
-    assert isinstance(result, SimulationResult)
     rate = {
         "cases": len(result.plans),
         "wall_seconds": round(result.wall_seconds, 2),
