@@ -583,7 +583,7 @@ def experiments_report(
 ) -> None:
     """Per arm: cases, recovery rate with its 95 % interval, lift over the control, and the verdict
     (docs/analytics.md, "Experiments")."""
-    from dunning.experiment_report import experiment_report
+    from dunning.experiment_report import experiment_report, includes_simulated
     from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.ledger import DatabaseLedger
@@ -596,7 +596,7 @@ def experiments_report(
         _fail(f"no experiment {name!r} in {folder / 'experiments.toml'}")
     with _database(settings) as database:
         rows = asyncio.run(DatabaseLedger(database).report_rows(include_simulated=include_simulated))
-    result = experiment_report(experiment, rows, simulated=any(r.simulated for r in rows))
+    result = experiment_report(experiment, rows, simulated=includes_simulated(experiment, rows))
     if as_json:
         console.print_json(result.model_dump_json())
     else:

@@ -181,3 +181,12 @@ def test_reports_and_totals_leave_simulated_cases_out_unless_asked(where: str, t
 
 def test_a_report_row_knows_a_simulated_case() -> None:
     assert ReportRow(facts("sim_1_000000")).simulated and not ReportRow(facts("sub_1")).simulated
+
+
+def test_an_experiment_is_labelled_simulated_only_by_its_own_simulated_cases() -> None:
+    from dunning.experiment_report import includes_simulated
+
+    experiment = Experiment(name="holdout", applies_to="default", control="default", arms={"default": 1, "minimal": 1})
+    other = facts("sim_1_000000").model_copy(update={"arm": "other:default"})
+    assert not includes_simulated(experiment, [ReportRow(facts("sub_1")), ReportRow(other)])
+    assert includes_simulated(experiment, [ReportRow(facts("sim_1_000001"))])

@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from dunning import contract
 from dunning.models import OUTCOMES, Stage
 from dunning.money import plain_amount
-from dunning.experiment_report import experiment_report
+from dunning.experiment_report import experiment_report, includes_simulated
 from dunning.reports import GROUPINGS, figures, groups, recovery_report, recovery_time_histogram, weekly_cohorts
 from starter.api.charts import bar_chart, column_chart
 from starter.api.deps import (
@@ -150,7 +150,7 @@ async def dashboard(
         # An experiment is read over all its cases, whatever the period shown.
         every_row = await ledger.report_rows(include_simulated=include_simulated) if experiments else []
     experiment_reports = [
-        experiment_report(experiment, every_row, simulated=any(r.simulated for r in every_row)) for experiment in experiments
+        experiment_report(experiment, every_row, simulated=includes_simulated(experiment, every_row)) for experiment in experiments
     ]
     report = recovery_report(rows)
     cohorts = weekly_cohorts(rows)

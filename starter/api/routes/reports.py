@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from dunning.experiment_report import experiment_report
+from dunning.experiment_report import experiment_report, includes_simulated
 from dunning.reports import Grouping, recovery_report
 from starter.api.deps import ExperimentsDep, LedgerDep, OperatorAuth, database_or_503
 
@@ -57,7 +57,7 @@ async def experiment(
         raise HTTPException(404, f"no experiment {name!r} in experiments.toml")
     with database_or_503():
         rows = await ledger.report_rows(include_simulated=include_simulated)
-    report = experiment_report(found, rows, simulated=any(r.simulated for r in rows))
+    report = experiment_report(found, rows, simulated=includes_simulated(found, rows))
     if include_simulated:
         return {**report.contract_json(), "simulated": report.simulated}
     return report.contract_json()
