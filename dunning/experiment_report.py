@@ -166,6 +166,13 @@ def experiment_report(experiment: Experiment, rows: Sequence[ReportRow], *, simu
     )
 
 
+def includes_simulated(experiment: Experiment, rows: Sequence[ReportRow]) -> bool:
+    """Whether any of the experiment's cases among `rows` is simulated (`dunning simulate`): its
+    report is then labelled SIMULATED."""
+    labels = {arm_label(experiment.name, arm) for arm in experiment.arms}
+    return any(row.simulated and row.facts.arm in labels for row in rows)
+
+
 def _amount_rates(rows: Sequence[ReportRow]) -> dict[str, float]:
     """Recovery rate by amount, per currency (never across currencies)."""
     opened: Counter[str] = Counter()

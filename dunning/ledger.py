@@ -19,6 +19,17 @@ from dunning.experiments import arm_label
 from dunning.models import CaseState, Channel, LedgerProgress, NotificationRecord, Stage
 
 
+#: Simulated cases (`dunning simulate`) are told apart by their subscription id alone: Stripe's
+#: subscription ids always start `sub_`, so `sim_…` can never be a real one, and the tag needs no
+#: new column (no migration). The arm column keeps the real `{experiment}:{arm}` label, so the
+#: experiment report reads simulated arms exactly as live ones.
+SIMULATED_PREFIX = "sim_"
+
+
+def is_simulated(subscription_id: str) -> bool:
+    return subscription_id.startswith(SIMULATED_PREFIX)
+
+
 class Trigger(StrEnum):
     """The one event that made a recovered case's successful payment (DESIGN.md §2)."""
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from dunning.ledger import CaseFacts, Trigger
+from dunning.ledger import CaseFacts, Trigger, is_simulated
 from dunning.models import Stage
 
 Grouping = Literal["policy", "arm", "decline_category", "trigger", "channel", "step"]
@@ -46,6 +46,11 @@ class ReportRow:
 
     facts: CaseFacts
     update_clicked_at: datetime | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """A case of `dunning simulate` (its subscription id is `sim_…`)."""
+        return is_simulated(self.facts.subscription_id)
 
     @property
     def recovered(self) -> bool:
@@ -110,6 +115,8 @@ class RecoveryReport(Figures):
     closed_by_customer: int = 0
     feedback: dict[str, int] = {}
     comments: list[str] = []
+    simulated_cases: int = 0
+    """How many of the cases are simulated (`dunning simulate`): shown only when asked for."""
 
     def contract_json(self) -> dict[str, Any]:
         """Exactly the contract's JSON (DESIGN.md §2, `GET /v1/reports/recovery`)."""
@@ -184,6 +191,7 @@ def recovery_report(rows: Sequence[ReportRow], by: Grouping | None = None) -> Re
         closed_by_customer=len(by_customer),
         feedback=dict(Counter(r.facts.feedback_reason or NONE for r in by_customer).most_common()),
         comments=[r.facts.feedback_comment for r in by_customer if r.facts.feedback_comment],
+        simulated_cases=sum(1 for r in rows if r.simulated),
     )
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
+    ColumnElement,
     BigInteger,
     Column,
     Connection,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from dunning.ledger import CaseFacts, CaseRecord, LedgerEvent
+from dunning.ledger import SIMULATED_PREFIX, CaseFacts, CaseRecord, LedgerEvent, is_simulated
 from dunning.models import Stage
 from dunning.reports import ReportRow
 from runtime.database import Database
@@ -115,9 +116,11 @@ class Ledger(Protocol):
 
     async def record(self, record: CaseRecord) -> None: ...
 
-    async def report_rows(self, since: date | None = None, until: date | None = None) -> list[ReportRow]: ...
+    async def report_rows(
+        self, since: date | None = None, until: date | None = None, *, include_simulated: bool = False
+    ) -> list[ReportRow]: ...
 
-    async def totals(self) -> LedgerTotals: ...
+    async def totals(self, *, include_simulated: bool = False) -> LedgerTotals: ...
 
 
 def opened_between(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
@@ -154,10 +157,13 @@ class DatabaseLedger:
             ]
             db.execute(self.database.insert(ledger_events).values(rows).on_conflict_do_nothing())
 
-    async def report_rows(self, since: date | None = None, until: date | None = None) -> list[ReportRow]:
-        return await asyncio.to_thread(self.database.run, lambda db: self._report_rows(db, since, until))
+    async def report_rows(
+        self, since: date | None = None, until: date | None = None, *, include_simulated: bool = False
+    ) -> list[ReportRow]:
+        """The cases opened in the period; simulated ones (`sim_…`, `dunning simulate`) only when asked."""
+        return await asyncio.to_thread(self.database.run, lambda db: self._report_rows(db, since, until, include_simulated))
 
-    def _report_rows(self, db: Connection, since: date | None, until: date | None) -> list[ReportRow]:
+    def _report_rows(self, db: Connection, since: date | None, until: date | None, include_simulated: bool) -> list[ReportRow]:
         clicks = (
             select(customer_links.c.case_id, func.min(customer_links.c.update_clicked_at).label("clicked"))
             .group_by(customer_links.c.case_id)
@@ -165,6 +171,8 @@ class DatabaseLedger:
         )
         query = select(ledger_cases, clicks.c.clicked).join(clicks, clicks.c.case_id == ledger_cases.c.case_id, isouter=True)
         start, end = opened_between(since, until)
+        if not include_simulated:
+            query = query.where(_not_simulated())
         if start:
             query = query.where(ledger_cases.c.opened_at >= start)
         if end:
@@ -184,8 +192,8 @@ class DatabaseLedger:
         rows = await asyncio.to_thread(self.database.run, lambda db: db.execute(query).mappings().all())
         return [LedgerEvent.model_validate({c: _utc(row[c]) for c in _EVENT_COLUMNS}) for row in rows]
 
-    async def totals(self) -> LedgerTotals:
-        return await asyncio.to_thread(self.database.run, totals_of)
+    async def totals(self, *, include_simulated: bool = False) -> LedgerTotals:
+        return await asyncio.to_thread(self.database.run, lambda db: totals_of(db, include_simulated=include_simulated))
 
     async def outcome(self, case_id: str) -> tuple[str, datetime] | None:
         """How and when a closed case ended, as the ledger keeps it after Temporal forgot the case
@@ -222,23 +230,38 @@ class DatabaseLedger:
         return self.database.run(prune)
 
 
-def totals_of(db: Connection) -> LedgerTotals:
+def _not_simulated() -> ColumnElement[bool]:
+    """Real cases only: `sim_` is a literal prefix (its `_` escaped, else LIKE reads any character)."""
+    escaped = SIMULATED_PREFIX.replace("_", "\\_")
+    return ledger_cases.c.subscription_id.not_like(f"{escaped}%", escape="\\")
+
+
+def totals_of(db: Connection, *, include_simulated: bool = False) -> LedgerTotals:
     c, e = ledger_cases.c, ledger_events.c
+    real = [] if include_simulated else [_not_simulated()]
+    # Events carry no subscription: they count when their case does.
+    real_events = [] if include_simulated else [e.case_id.in_(select(c.case_id).where(*real))]
     return LedgerTotals(
-        opened=int(db.scalar(select(func.count()).select_from(ledger_cases)) or 0),
-        closed={o: n for o, n in db.execute(select(c.outcome, func.count()).where(c.outcome.is_not(None)).group_by(c.outcome))},
+        opened=int(db.scalar(select(func.count()).select_from(ledger_cases).where(*real)) or 0),
+        closed={
+            o: n for o, n in db.execute(select(c.outcome, func.count()).where(c.outcome.is_not(None), *real).group_by(c.outcome))
+        },
         recovered_amount={
             cur: int(total)
             for cur, total in db.execute(
                 select(c.currency, func.sum(c.recovered_amount))
-                .where(c.outcome == Stage.RECOVERED.value, c.currency.is_not(None))
+                .where(c.outcome == Stage.RECOVERED.value, c.currency.is_not(None), *real)
                 .group_by(c.currency)
             )
         },
-        charge_attempts={s: n for s, n in db.execute(select(e.status, func.count()).where(e.kind == "charge").group_by(e.status))},
+        charge_attempts={
+            s: n for s, n in db.execute(select(e.status, func.count()).where(e.kind == "charge", *real_events).group_by(e.status))
+        },
         messages={
             (ch, st): n
-            for ch, st, n in db.execute(select(e.channel, e.status, func.count()).where(e.kind == "message").group_by(e.channel, e.status))
+            for ch, st, n in db.execute(
+                select(e.channel, e.status, func.count()).where(e.kind == "message", *real_events).group_by(e.channel, e.status)
+            )
         },
     )
 
@@ -265,17 +288,22 @@ class MemoryLedger:
         for event in record.events:
             self.events.setdefault((facts.case_id, event.milestone), event)
 
-    async def report_rows(self, since: date | None = None, until: date | None = None) -> list[ReportRow]:
+    async def report_rows(
+        self, since: date | None = None, until: date | None = None, *, include_simulated: bool = False
+    ) -> list[ReportRow]:
         start, end = opened_between(since, until)
         return [
             ReportRow(facts)
             for facts in sorted(self.cases.values(), key=lambda f: f.opened_at)
-            if (start is None or facts.opened_at >= start) and (end is None or facts.opened_at < end)
+            if (start is None or facts.opened_at >= start)
+            and (end is None or facts.opened_at < end)
+            and (include_simulated or not is_simulated(facts.subscription_id))
         ]
 
-    async def totals(self) -> LedgerTotals:
-        cases = list(self.cases.values())
-        events = list(self.events.values())
+    async def totals(self, *, include_simulated: bool = False) -> LedgerTotals:
+        cases = [f for f in self.cases.values() if include_simulated or not is_simulated(f.subscription_id)]
+        counted = {f.case_id for f in cases}
+        events = [e for (case_id, _), e in self.events.items() if case_id in counted]
         recovered: Counter[str] = Counter()
         for f in cases:
             if f.outcome == Stage.RECOVERED.value and f.currency:

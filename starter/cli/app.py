@@ -13,6 +13,9 @@
     dunning setup-temporal          register the contract's search attributes (the deploy's one-shot job)
     dunning customer export|forget CUSTOMER_ID   a customer's data in the database, as JSON / erased
     dunning demo                    realistic signed webhook traffic through the running API
+    dunning demo --simulated-month  a simulated month of cases in the database, for the dashboard
+    dunning simulate POPULATION.toml [--policy P | --experiment E] [--cases N] [--seed S] [--json]
+                                    synthetic cases through the real workflow, in virtual time
 
 Commands that talk to Temporal connect with its own conventions (`TEMPORAL_ADDRESS`,
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS variables, profiles); `localhost:7233` by default.
@@ -46,6 +49,7 @@ from starter.cli import operator as ops
 from starter.cli import render
 
 if TYPE_CHECKING:
+    from dunning.simulation import Population
     from runtime.database import Database
     from runtime.settings import Settings
 
@@ -515,6 +519,9 @@ def report(
     by: Annotated[str | None, typer.Option(help="Group by policy, arm, decline_category, trigger, channel or step.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: one line per group and currency.")] = False,
+    include_simulated: Annotated[
+        bool, typer.Option("--include-simulated", help="Count the cases of `dunning simulate` too (labelled SIMULATED).")
+    ] = False,
 ) -> None:
     """Recovery over the cases opened in a period, from the recovery ledger (docs/analytics.md)."""
     import csv
@@ -532,7 +539,7 @@ def report(
     if by is not None and by not in GROUPINGS:
         raise typer.BadParameter(f"--by {by!r}: one of {', '.join(GROUPINGS)}")
     with _database(Settings()) as database:
-        rows = asyncio.run(DatabaseLedger(database).report_rows(first, last))
+        rows = asyncio.run(DatabaseLedger(database).report_rows(first, last, include_simulated=include_simulated))
     result = recovery_report(rows, by)
     if as_json:
         console.print_json(result.model_dump_json())
@@ -570,10 +577,13 @@ def experiments_list() -> None:
 def experiments_report(
     name: Annotated[str, typer.Argument(help="The experiment's name in experiments.toml.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON: the API's report and the figures beyond it.")] = False,
+    include_simulated: Annotated[
+        bool, typer.Option("--include-simulated", help="Count the cases of `dunning simulate` too (labelled SIMULATED).")
+    ] = False,
 ) -> None:
     """Per arm: cases, recovery rate with its 95 % interval, lift over the control, and the verdict
     (docs/analytics.md, "Experiments")."""
-    from dunning.experiment_report import experiment_report
+    from dunning.experiment_report import experiment_report, includes_simulated
     from dunning.experiments import load_experiments
     from dunning.policy import load_policies
     from runtime.ledger import DatabaseLedger
@@ -585,8 +595,8 @@ def experiments_report(
     if experiment is None:
         _fail(f"no experiment {name!r} in {folder / 'experiments.toml'}")
     with _database(settings) as database:
-        rows = asyncio.run(DatabaseLedger(database).report_rows())
-    result = experiment_report(experiment, rows)
+        rows = asyncio.run(DatabaseLedger(database).report_rows(include_simulated=include_simulated))
+    result = experiment_report(experiment, rows, simulated=includes_simulated(experiment, rows))
     if as_json:
         console.print_json(result.model_dump_json())
     else:
@@ -665,6 +675,136 @@ def reconcile(
         raise typer.Exit(EXIT_ERROR)
 
 
+# --- simulation -------------------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    population_file: Annotated[Path, typer.Argument(help="The population (TOML; dunning/simulations/example.toml).")],
+    policy: Annotated[str | None, typer.Option(help="Every case under this policy (default: `default`).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Every arm of this experiment (experiments.toml), assigned as live.")] = None,
+    cases: Annotated[int | None, typer.Option(min=1, max=100_000, help="How many cases (default: the file's).")] = None,
+    seed: Annotated[int, typer.Option(help="The same seed draws the same customers and actions.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: the report, the experiment's and the rate.")] = False,
+    no_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--no-ledger",
+            help="Keep the cases in memory only. By default they are written to the service's ledger"
+            " (DUNNING_DATABASE_URL) under the sim_ tag, which reports leave out unless asked"
+            " (`dunning report --include-simulated`, the dashboard's ?include_simulated=true).",
+        ),
+    ] = False,
+) -> None:
+    """Run a population of synthetic cases through the real DunningWorkflow on the time-skipping server
+    (sandbox backends, virtual time) and print the report they make, labelled SIMULATED."""
+    from dunning.simulation import PopulationError, load_population
+
+    if policy and experiment:
+        raise typer.BadParameter("--policy and --experiment: one or the other")
+    try:
+        population = load_population(population_file)
+    except PopulationError as err:
+        _fail(err)
+    code = _simulate(population, policy=policy, experiment=experiment, cases=cases, seed=seed, as_json=as_json, persist=not no_ledger)
+    raise typer.Exit(code)
+
+
+def _simulate(
+    population: Population,
+    *,
+    policy: str | None,
+    experiment: str | None,
+    cases: int | None,
+    seed: int,
+    as_json: bool,
+    persist: bool,
+) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from activities.policy_check import load_checked_policies
+    from dunning.experiments import load_experiments
+    from runtime.ledger import Ledger, MemoryLedger
+    from runtime.settings import Settings
+    from starter.cli.simulate import SimulationError, SimulationResult, plan_cases, run_simulation
+
+    from runtime.logging import configure_logging
+
+    settings = Settings()
+    configure_logging("warning", settings.dunning_log_format)  # on stderr: stdout is the report
+    policies = load_checked_policies(settings.dunning_policy_dir)
+    chosen = None
+    if experiment is not None:
+        chosen = next((e for e in load_experiments(settings.dunning_policy_dir, policies) if e.name == experiment), None)
+        if chosen is None:
+            _fail(f"no experiment {experiment!r} in {settings.dunning_policy_dir / 'experiments.toml'}")
+    elif (policy or "default") not in policies:
+        _fail(f"no policy {policy!r} in {settings.dunning_policy_dir} (policies: {', '.join(sorted(policies))})")
+    plans = plan_cases(population, policies, seed=seed, cases=cases or population.cases, policy=policy, experiment=chosen)
+
+    def run(ledger: Ledger) -> SimulationResult:
+        with Progress(
+            TextColumn("[bold yellow]SIMULATING[/] {task.description}"),
+            BarColumn(),
+            TextColumn("day {task.completed:.0f} of {task.total:.0f}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{len(plans)} cases", total=1)
+
+            def advance(done: float, total: float) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                return asyncio.run(run_simulation(plans, ledger, settings, progress=advance, experiment=chosen))
+            except SimulationError as err:
+                _fail(err)
+
+    if persist:
+        from runtime.ledger import DatabaseLedger
+
+        with _database(settings) as database:
+            result = run(DatabaseLedger(database))
+    else:
+        result = run(MemoryLedger())
+    rate = {
+        "cases": len(result.plans),
+        "wall_seconds": round(result.wall_seconds, 2),
+        "virtual_days": round(result.virtual_days, 1),
+        "cases_per_minute": round(result.cases_per_minute, 1),
+        "failed": result.failed,
+        "written_to_database": persist,
+    }
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "simulated": True,
+                    "report": result.report.model_dump(mode="json"),
+                    "experiment": result.experiment_report.model_dump(mode="json") if result.experiment_report else None,
+                    "rate": rate,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        what = f"experiment {chosen.name}" if chosen else f"policy {policy or 'default'}"
+        console.print(render.report_tables(result.report, f"in the simulation of {what} (seed {seed})"))
+        if result.experiment_report is not None:
+            console.print(render.experiment_table(result.experiment_report))
+        console.print(
+            f"[bold yellow]SIMULATED[/] {rate['cases']} cases over {rate['virtual_days']} virtual days in"
+            f" {rate['wall_seconds']} s: [bold]{rate['cases_per_minute']} cases per minute[/]"
+            + (" — written to the ledger as sim_… (reports show them with --include-simulated)" if persist else "")
+        )
+    if result.failed:
+        err_console.print(f"[red]error:[/red] {len(result.failed)} case(s) failed: {', '.join(result.failed[:5])}")
+        return EXIT_ERROR
+    return 0
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 
@@ -682,8 +822,24 @@ def demo(
     policy: Annotated[str, typer.Option(help="Policy the subscriptions carry in their metadata.")] = "demo",
     live: Annotated[bool, typer.Option("--live/--no-live", help="Redraw a live summary.")] = True,
     seed: Annotated[int | None, typer.Option(help="Random seed, to replay the same population.")] = None,
+    simulated_month: Annotated[
+        bool,
+        typer.Option(
+            "--simulated-month",
+            help="Instead: simulate 300 cases opening over 30 days (the example population) into the database,"
+            " so the dashboard has something to show (?include_simulated=true). Needs no running API.",
+        ),
+    ] = False,
 ) -> None:
     """Push realistic signed Stripe webhooks through the running API and watch the cases move."""
+    if simulated_month:
+        from dunning.simulation import EXAMPLE, load_population
+
+        month = load_population(EXAMPLE).model_copy(update={"cases": 300, "open_over_days": 30})
+        code = _simulate(month, policy=None, experiment=None, cases=None, seed=seed or 1, as_json=False, persist=True)
+        if code == 0:
+            console.print("Open the dashboard with [bold]?include_simulated=true[/] (e.g. http://127.0.0.1:8000/dashboard?include_simulated=true)")
+        raise typer.Exit(code)
     from runtime.settings import Settings
     from starter.cli.demo import DemoConfig, run_demo
     from starter.cli.devstack import DEV_WEBHOOK_SECRET

@@ -291,7 +291,11 @@ def report_tables(report: RecoveryReport, period: str) -> Group:
     head.add_row("Closed by the customer", str(report.closed_by_customer))
     if report.feedback:
         head.add_row("Why they left", ", ".join(f"{reason} {n}" for reason, n in report.feedback.items()))
-    parts: list[Panel | Table] = [Panel(head, title=f"Recovery: cases opened {period}", border_style="green")]
+    title = f"Recovery: cases opened {period}"
+    if report.simulated_cases:
+        title += f" — SIMULATED: {report.simulated_cases} of {report.cases} cases"
+        head.add_row("[bold yellow]SIMULATED[/]", f"{report.simulated_cases} case(s) from `dunning simulate`, not from customers")
+    parts: list[Panel | Table] = [Panel(head, title=title, border_style="yellow" if report.simulated_cases else "green")]
     if report.by:
         table = Table(title=f"by {report.by}", title_justify="left")
         for column in ("key", "cases", "closed", "recovered", "rate", "recovered amount"):

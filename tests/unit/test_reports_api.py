@@ -70,7 +70,7 @@ async def test_the_recovery_report_is_the_contracts_json(app: FastAPI) -> None:
 
 async def test_the_report_answers_503_while_the_database_is_down(app: FastAPI) -> None:
     class Down(DatabaseLedger):
-        async def report_rows(self, since=None, until=None):  # type: ignore[no-untyped-def]
+        async def report_rows(self, since=None, until=None, **kwargs):  # type: ignore[no-untyped-def]
             raise DatabaseUnavailable("database unavailable: connection refused")
 
     app.dependency_overrides[deps.get_ledger] = lambda: Down(app.state.database)
@@ -152,3 +152,21 @@ async def test_the_experiment_report_is_the_contracts_json(tmp_path: Path) -> No
     assert (minimal["arm"], minimal["cases"], minimal["closed"], minimal["recovery_rate"]) == ("minimal", 1, 0, 0.0)
     assert minimal["lift_vs_control"] == -1.0 and minimal["lift_ci95"][0] < -0.1 < 0 < minimal["ci95"][1]
     assert 0 < body["sample_ratio_p"] < 1
+
+
+async def test_simulated_cases_are_left_out_of_the_report_metrics_and_dashboard_unless_asked(app: FastAPI) -> None:
+    ledger = DatabaseLedger(app.state.database)
+    simulated = ledger_checks.facts("sim", "cus_sim_1", subscription_id="sim_1_000000", case_id="dunning-sim_1_000000@1", workflow_id="dunning-sim_1_000000")
+    await ledger.record(ledger_checks.CaseRecord(facts=simulated, events=[ledger_checks.event("opened", "opened")]))
+    async with client(app) as http:
+        plain = (await http.get("/v1/reports/recovery", headers=AUTH)).json()
+        asked = (await http.get("/v1/reports/recovery", params={"include_simulated": "true"}, headers=AUTH)).json()
+        assert plain["cases"] == 2 and "simulated_cases" not in plain
+        assert asked["cases"] == 3 and asked["simulated_cases"] == 1
+        assert "dunning_cases_opened_total 2.0" in (await http.get("/metrics")).text
+        assert "dunning_cases_opened_total 3.0" in (await http.get("/metrics", params={"include_simulated": "true"})).text
+        await http.post("/dashboard/login", data={"token": TOKEN})
+        page = (await http.get("/dashboard")).text
+        shown = (await http.get("/dashboard", params={"include_simulated": "true"})).text
+    assert "SIMULATED" not in page
+    assert "SIMULATED:</strong> 1 of these 3 cases" in shown and "checked" in shown

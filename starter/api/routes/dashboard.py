@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from dunning import contract
 from dunning.models import OUTCOMES, Stage
 from dunning.money import plain_amount
-from dunning.experiment_report import experiment_report
+from dunning.experiment_report import experiment_report, includes_simulated
 from dunning.reports import GROUPINGS, figures, groups, recovery_report, recovery_time_histogram, weekly_cohorts
 from starter.api.charts import bar_chart, column_chart
 from starter.api.deps import (
@@ -140,14 +140,18 @@ async def dashboard(
     experiments: ExperimentsDep,
     since: date | None = None,
     until: date | None = None,
+    include_simulated: bool = False,
 ) -> Response:
     if not signed_in:
         return RedirectResponse("/dashboard/login", status_code=303)
     with database_or_503():
-        rows = await ledger.report_rows(since, until)
+        # Simulated cases (`dunning simulate`) only when asked: `?include_simulated=true`.
+        rows = await ledger.report_rows(since, until, include_simulated=include_simulated)
         # An experiment is read over all its cases, whatever the period shown.
-        every_row = await ledger.report_rows() if experiments else []
-    experiment_reports = [experiment_report(experiment, every_row) for experiment in experiments]
+        every_row = await ledger.report_rows(include_simulated=include_simulated) if experiments else []
+    experiment_reports = [
+        experiment_report(experiment, every_row, simulated=includes_simulated(experiment, every_row)) for experiment in experiments
+    ]
     report = recovery_report(rows)
     cohorts = weekly_cohorts(rows)
     currencies = sorted({c for cohort in cohorts for c in cohort.figures.recovered_amount})
@@ -194,4 +198,5 @@ async def dashboard(
         until=until,
         percent=_percent,
         experiment_reports=experiment_reports,
+        include_simulated=include_simulated,
     )

@@ -51,11 +51,13 @@ def business_metrics(totals: LedgerTotals) -> list[Metric]:
 class LedgerCollector(Collector):
     """Reads the ledger at each scrape (in the scrape's worker thread)."""
 
-    def __init__(self, ledger: DatabaseLedger) -> None:
+    def __init__(self, ledger: DatabaseLedger, include_simulated: bool = False) -> None:
         self.ledger = ledger
+        self.include_simulated = include_simulated
 
     def collect(self) -> Iterator[Metric]:
-        yield from business_metrics(self.ledger.database.run(totals_of))
+        include = self.include_simulated
+        yield from business_metrics(self.ledger.database.run(lambda db: totals_of(db, include_simulated=include)))
 
 
 class ApiMetrics:
@@ -97,10 +99,11 @@ class ApiMetrics:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, ledger: LedgerDep) -> Response:
+async def metrics(request: Request, ledger: LedgerDep, include_simulated: bool = False) -> Response:
+    """Simulated cases (`dunning simulate`) count only with `?include_simulated=true`."""
     own: ApiMetrics = request.app.state.metrics
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger))
+    registry.register(LedgerCollector(ledger, include_simulated))
     with database_or_503():
         business = await asyncio.to_thread(generate_latest, registry)
     return Response(business + generate_latest(own.registry), media_type=CONTENT_TYPE_LATEST)
