@@ -85,6 +85,10 @@ class ChargeLogEntry:
     at: datetime
 
 
+#: The sandbox's example "billing portal" (nothing answers there), unless `dunning up` serves one.
+SANDBOX_PORTAL = "https://billing.example.com"
+
+
 @dataclass
 class SandboxPayments:
     """An in-memory Stripe: customers, invoices, cards, charges, access state."""
@@ -101,7 +105,7 @@ class SandboxPayments:
     cards: dict[str, SandboxCard] = field(default_factory=dict)
     #: Where the "billing portal" lives: `dunning up` serves a local one (/dev/portal) so the
     #: demo's customer journey can be clicked through; elsewhere an example address.
-    portal_url: str = "https://billing.example.com"
+    portal_url: str = SANDBOX_PORTAL
 
     def add_customer(self, customer_id: str, **details: object) -> SandboxCustomer:
         customer = SandboxCustomer(customer_id=customer_id, **details)  # type: ignore[arg-type]
@@ -267,7 +271,9 @@ class SandboxPayments:
         return f"{self.portal_url}/{'portal' if portal_home else 'update'}/{customer_id}{back}"
 
     async def hosted_invoice_url(self, invoice_id: str) -> str | None:
-        return f"https://billing.example.com/invoice/{invoice_id}"
+        if self.portal_url != SANDBOX_PORTAL:
+            return None  # `dunning up`'s local portal stands in for the invoice's page too
+        return f"{SANDBOX_PORTAL}/invoice/{invoice_id}"
 
 
 @dataclass

@@ -74,6 +74,14 @@ async def test_the_local_portal_saves_a_working_card_and_the_case_recovers(dev_e
         assert final.attempts[-1].result.payment_method_id == "pm_card_visa"
 
 
+async def test_an_authentication_decline_also_reaches_the_local_portal() -> None:
+    """On sandbox payments there is no hosted invoice page: "Confirm the payment" opens the local
+    portal too (a working card stands in for the 3-D Secure step)."""
+    payments = SandboxPayments(portal_url=f"{PUBLIC}/dev/portal")
+    assert await payments.hosted_invoice_url("in_1") is None
+    assert (await SandboxPayments().hosted_invoice_url("in_1") or "").startswith("https://billing.example.com/")
+
+
 async def test_the_local_portal_never_redirects_elsewhere_and_is_absent_next_to_stripe(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
     local = create_app(
         Settings(dunning_state_dir=tmp_path, dunning_public_url=PUBLIC, dunning_sandbox_outbox_file=tmp_path / "o.jsonl",
